@@ -1,0 +1,73 @@
+//! A `Send` one-shot channel for cross-core results ([`crate::run_on`]).
+//!
+//! Cross-core calls are off the request path, so a mutex is fine here; per-core code uses
+//! [`crate::local`] instead.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
+
+struct Slot<T> {
+    value: Option<T>,
+    waker: Option<Waker>,
+    sender_gone: bool,
+}
+
+/// Creates a channel carrying one value.
+pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let slot = Arc::new(Mutex::new(Slot {
+        value: None,
+        waker: None,
+        sender_gone: false,
+    }));
+    (Sender { slot: slot.clone() }, Receiver { slot })
+}
+
+/// Sends the value; dropping it unsent resolves the receiver to `None`.
+pub(crate) struct Sender<T> {
+    slot: Arc<Mutex<Slot<T>>>,
+}
+
+impl<T> Sender<T> {
+    pub(crate) fn send(self, value: T) {
+        self.slot.lock().value = Some(value);
+        // Drop wakes the receiver.
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut s = self.slot.lock();
+            s.sender_gone = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// Resolves to the sent value, or `None` if the sender was dropped unsent.
+pub(crate) struct Receiver<T> {
+    slot: Arc<Mutex<Slot<T>>>,
+}
+
+impl<T> Future for Receiver<T> {
+    type Output = Option<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut s = self.slot.lock();
+        if let Some(v) = s.value.take() {
+            return Poll::Ready(Some(v));
+        }
+        if s.sender_gone {
+            return Poll::Ready(None);
+        }
+        s.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}

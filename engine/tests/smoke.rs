@@ -1,0 +1,48 @@
+//! Smoke test of the engine interface: echo over loopback on the baseline engine.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringrpc_engine::baseline::Baseline;
+use ringrpc_engine::{Engine, Listener, RuntimeConfig, Stream, StreamReader, StreamWriter};
+
+fn echo_roundtrip<E: Engine>() {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let rt = E::launch(RuntimeConfig::with_cores(1), move |_core| {
+        let tx = tx.clone();
+        async move {
+            let mut l = E::Listener::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+            let addr: SocketAddr = l.local_addr().unwrap();
+            E::spawn(async move {
+                let (s, _) = l.accept().await.unwrap().unwrap();
+                let (mut r, mut w) = s.into_split();
+                while let Some(b) = r.recv().await.unwrap() {
+                    let (res, _) = w.send(vec![b]).await;
+                    res.unwrap();
+                }
+            });
+            let c = E::Stream::connect(addr).await.unwrap();
+            let (mut r, mut w) = c.into_split();
+            let (res, _) = w
+                .send(vec![Bytes::from_static(b"hel"), Bytes::from_static(b"lo")])
+                .await;
+            res.unwrap();
+            let mut got = Vec::new();
+            while got.len() < 5 {
+                got.extend_from_slice(&r.recv().await.unwrap().unwrap());
+            }
+            tx.send(got).unwrap();
+        }
+    })
+    .unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(got, b"hello");
+    rt.stop(Duration::from_millis(100));
+}
+
+#[test]
+fn baseline_echo() {
+    echo_roundtrip::<Baseline>();
+}
