@@ -15,7 +15,9 @@
 pub mod baseline;
 mod counters;
 mod interface;
+pub mod local;
 mod oneshot;
+pub mod outbox;
 mod runtime;
 mod socket;
 pub mod time;
