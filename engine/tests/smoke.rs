@@ -46,3 +46,8 @@ fn echo_roundtrip<E: Engine>() {
 fn baseline_echo() {
     echo_roundtrip::<Baseline>();
 }
+
+#[test]
+fn uring_echo() {
+    echo_roundtrip::<ringrpc_engine::uring::Uring>();
+}
