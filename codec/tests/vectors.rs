@@ -9,6 +9,13 @@ use ringrpc_codec::keys::{int, str as skeys};
 use ringrpc_codec::thrift::read_body;
 use ringrpc_codec::*;
 
+/// (header words, str kvs, int kvs).
+type HeaderExpect = (
+    u16,
+    &'static [(&'static str, &'static [u8])],
+    &'static [(u16, &'static [u8])],
+);
+
 struct Expect {
     name: &'static str,
     len: usize,
@@ -18,11 +25,7 @@ struct Expect {
     seq: i32,
     body: usize,
     /// (header words, str kvs, int kvs) for TTHeader frames.
-    header: Option<(
-        u16,
-        &'static [(&'static str, &'static [u8])],
-        &'static [(u16, &'static [u8])],
-    )>,
+    header: Option<HeaderExpect>,
     exception: Option<(i32, &'static str)>,
 }
 
