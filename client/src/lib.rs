@@ -1,1 +1,27 @@
-//! placeholder
+//! The ringrpc client: call Kitex-, Volo- and ringrpc services from any core of a runtime.
+//!
+//! ```text
+//! call_thrift / call_protobuf / call_raw
+//!   ─▶ pipeline (timeout layer) ─▶ per-core pool ─▶ encode (FrameEncoder) ─▶ connection
+//!   ◀─ reply matched by seq id (multiplexed) or read in turn (pooled) ◀─ FrameDecoder ◀─ recv
+//! ```
+//!
+//! A [`Client`] is `Send + Sync` and cheap to clone; every call runs on the core that makes it
+//! and uses that core's own connections, so no lock is taken on the request path. Two pool
+//! modes ([`ConnMode`]): *pooled* (one call per connection at a time, like Kitex's long
+//! connections) and *multiplexed* (N connections per address per core, calls matched by seq id).
+//! Code outside the runtime calls through an [`OutsideClient`], at the cost of one cross-thread
+//! hand-off each way.
+
+mod client;
+mod config;
+mod context;
+mod error;
+mod outside;
+mod pool;
+
+pub use client::{Client, Reply};
+pub use config::{CallOptions, ClientConfig, ConnMode, Protocol};
+pub use context::ClientContext;
+pub use error::{BizError, ClientError};
+pub use outside::OutsideClient;

@@ -16,7 +16,7 @@ pub mod baseline;
 mod counters;
 mod interface;
 pub mod local;
-mod oneshot;
+pub mod oneshot;
 pub mod outbox;
 mod runtime;
 mod socket;

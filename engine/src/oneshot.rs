@@ -1,4 +1,5 @@
-//! A `Send` one-shot channel for cross-core results ([`crate::run_on`]).
+//! A `Send` one-shot channel for results that cross threads ([`crate::run_on`], calls into a
+//! runtime from outside it).
 //!
 //! Cross-core calls are off the request path, so a mutex is fine here; per-core code uses
 //! [`crate::local`] instead.
@@ -17,7 +18,7 @@ struct Slot<T> {
 }
 
 /// Creates a channel carrying one value.
-pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let slot = Arc::new(Mutex::new(Slot {
         value: None,
         waker: None,
@@ -27,12 +28,13 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
 }
 
 /// Sends the value; dropping it unsent resolves the receiver to `None`.
-pub(crate) struct Sender<T> {
+pub struct Sender<T> {
     slot: Arc<Mutex<Slot<T>>>,
 }
 
 impl<T> Sender<T> {
-    pub(crate) fn send(self, value: T) {
+    /// Sends the value (dropped if the receiver is gone).
+    pub fn send(self, value: T) {
         self.slot.lock().value = Some(value);
         // Drop wakes the receiver.
     }
@@ -52,7 +54,7 @@ impl<T> Drop for Sender<T> {
 }
 
 /// Resolves to the sent value, or `None` if the sender was dropped unsent.
-pub(crate) struct Receiver<T> {
+pub struct Receiver<T> {
     slot: Arc<Mutex<Slot<T>>>,
 }
 

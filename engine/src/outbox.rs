@@ -87,10 +87,16 @@ impl Outbox {
         }
     }
 
-    /// Sends what is queued, then shuts down the sending side; resolves when the writer is done.
-    pub async fn close(&self) {
+    /// Asks the writer to send what is queued, then shut down the sending side; returns at once.
+    /// Later pushes are refused.
+    pub fn begin_close(&self) {
         self.shared.closing.set(true);
         self.shared.wake_writer.notify();
+    }
+
+    /// Sends what is queued, then shuts down the sending side; resolves when the writer is done.
+    pub async fn close(&self) {
+        self.begin_close();
         while !self.shared.done.get() {
             self.shared.drained.notified().await;
         }

@@ -10,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 mod context;
+pub mod metainfo;
 mod service;
 pub mod timeout;
 
 pub use context::CallDeadline;
+pub use metainfo::{Backward, Metainfo};
 pub use service::{layer_fn, service_fn, Identity, Layer, LayerFn, Service, ServiceFn, Stack};

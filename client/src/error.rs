@@ -1,0 +1,88 @@
+//! Why a call failed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringrpc_codec::{CodecError, ExceptionKind};
+use ringrpc_governance::timeout::TimeoutError;
+
+/// A business error the server answered (TTHeader `biz-status`, `biz-message`, `biz-extra`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BizError {
+    /// Non-zero status.
+    pub status: i32,
+    /// Message.
+    pub message: String,
+    /// The raw `biz-extra` JSON, if sent.
+    pub extra: Option<String>,
+}
+
+/// Errors of a call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The call's deadline passed.
+    #[error("rpc timeout after {0:?}")]
+    Timeout(Duration),
+    /// No connection within the connect timeout.
+    #[error("connect to {addr} timed out")]
+    ConnectTimeout {
+        /// The target.
+        addr: SocketAddr,
+    },
+    /// The connection was refused or failed.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// The target.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server answered with an exception.
+    #[error("remote exception {kind:?}: {message}")]
+    Remote {
+        /// Exception type.
+        kind: ExceptionKind,
+        /// Message.
+        message: String,
+    },
+    /// The server answered with a business error.
+    #[error("biz error {}: {}", .0.status, .0.message)]
+    Biz(BizError),
+    /// A frame could not be encoded or the reply could not be decoded.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    /// The reply's seq id does not match the request's (ping-pong connections).
+    #[error("bad sequence id: sent {sent}, got {got}")]
+    BadSequence {
+        /// Seq id sent.
+        sent: i32,
+        /// Seq id received.
+        got: i32,
+    },
+    /// The connection closed or failed before the reply arrived.
+    #[error("connection closed before the reply")]
+    Closed,
+    /// The client has no target address.
+    #[error("no target address configured")]
+    NoTarget,
+    /// The call was made outside a runtime core (use [`crate::OutsideClient`]).
+    #[error("not on a runtime core")]
+    NotOnCore,
+}
+
+impl ClientError {
+    /// Whether the call may be retried safely on another connection: the request never
+    /// reached a server, or the connection failed.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Closed
+        )
+    }
+}
+
+impl From<TimeoutError> for ClientError {
+    fn from(e: TimeoutError) -> Self {
+        Self::Timeout(e.after)
+    }
+}

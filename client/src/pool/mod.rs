@@ -1,0 +1,199 @@
+//! A core's connections to its targets, and the transport call of the client pipeline.
+//!
+//! One [`CorePool`] per client per core. It picks the address, numbers the call (seq ids start at
+//! 1 and skip 0, which Kitex reserves for control frames), encodes the request in the configured
+//! protocol, and hands it to the multiplexed or pooled connections of that address.
+
+mod mux;
+mod pooled;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ringrpc_codec::keys::{int, str as skeys};
+use ringrpc_codec::ttheader::FLAG_SUPPORT_OUT_OF_ORDER;
+use ringrpc_codec::{Frame, FrameEncoder, FrameHead, MessageType, TtHeader};
+use ringrpc_engine::time::timeout;
+use ringrpc_engine::{Engine, Stream};
+use ringrpc_governance::{CallDeadline, Service};
+
+use crate::config::{ClientConfig, ConnMode};
+use crate::{ClientContext, ClientError};
+
+pub(crate) use mux::MuxSlots;
+pub(crate) use pooled::IdleConns;
+
+/// The connections of one core, by address.
+enum Conns<E: Engine> {
+    Mux(RefCell<HashMap<SocketAddr, std::rc::Rc<MuxSlots<E>>>>),
+    Pooled(RefCell<HashMap<SocketAddr, std::rc::Rc<IdleConns<E>>>>),
+}
+
+/// One client's state on one core.
+pub(crate) struct CorePool<E: Engine> {
+    config: Arc<ClientConfig>,
+    seq: Cell<i32>,
+    next_target: Cell<usize>,
+    encoder: RefCell<FrameEncoder>,
+    conns: Conns<E>,
+    _engine: PhantomData<E>,
+}
+
+impl<E: Engine> CorePool<E> {
+    pub(crate) fn new(config: Arc<ClientConfig>) -> Self {
+        let conns = match config.conn_mode {
+            ConnMode::Multiplexed { .. } => Conns::Mux(RefCell::new(HashMap::new())),
+            ConnMode::Pooled { .. } => Conns::Pooled(RefCell::new(HashMap::new())),
+        };
+        Self {
+            config,
+            seq: Cell::new(0),
+            next_target: Cell::new(0),
+            encoder: RefCell::new(FrameEncoder::new()),
+            conns,
+            _engine: PhantomData,
+        }
+    }
+
+    /// The next seq id: 1, 2, … wrapping past `i32::MAX` to 1, never 0.
+    fn next_seq(&self) -> i32 {
+        let next = match self.seq.get().wrapping_add(1) {
+            n if n <= 0 => 1,
+            n => n,
+        };
+        self.seq.set(next);
+        next
+    }
+
+    fn pick_target(&self, cx: &ClientContext) -> Result<SocketAddr, ClientError> {
+        if let Some(a) = cx.address {
+            return Ok(a);
+        }
+        let targets = &self.config.targets;
+        if targets.is_empty() {
+            return Err(ClientError::NoTarget);
+        }
+        let i = self.next_target.get();
+        self.next_target.set(i.wrapping_add(1));
+        Ok(targets[i % targets.len()])
+    }
+
+    /// The request's head: framing, seq id, and the TTHeader keys a Kitex client with
+    /// `ClientTTHeaderHandler` writes (ToMethod, ToService + `isn`, FromService, RPCTimeout).
+    fn request_head(&self, cx: &ClientContext, seq: i32, mux: bool) -> FrameHead {
+        let protocol = self.config.protocol;
+        let kind = if cx.oneway {
+            MessageType::Oneway
+        } else {
+            MessageType::Call
+        };
+        let mut head = FrameHead::new(
+            protocol.framing(),
+            protocol.payload(),
+            kind,
+            Bytes::copy_from_slice(cx.method.as_bytes()),
+            seq,
+        );
+        if protocol.framing().has_ttheader() {
+            let mut h = TtHeader::new();
+            if mux {
+                h.flags = FLAG_SUPPORT_OUT_OF_ORDER;
+            }
+            h.set_int_kv(int::TO_METHOD, head.method.clone());
+            if let Some(s) = &self.config.service_name {
+                h.set_int_kv(int::TO_SERVICE, s.clone());
+                h.set_str_kv(skeys::IDL_SERVICE_NAME, s.clone());
+            }
+            if let Some(c) = &self.config.caller_name {
+                h.set_int_kv(int::FROM_SERVICE, c.clone());
+            }
+            if let Some(deadline) = cx.deadline() {
+                let ms = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .max(1);
+                h.set_int_kv_number(int::RPC_TIMEOUT, i64::try_from(ms).unwrap_or(i64::MAX));
+            }
+            cx.metainfo.write_request(&mut h);
+            head.header = Some(h);
+        }
+        head
+    }
+
+    fn encode(
+        &self,
+        cx: &ClientContext,
+        seq: i32,
+        mux: bool,
+        body: Bytes,
+    ) -> Result<Vec<Bytes>, ClientError> {
+        let head = self.request_head(cx, seq, mux);
+        let mut chunks = Vec::with_capacity(2);
+        self.encoder.borrow_mut().encode(&head, body, &mut chunks)?;
+        Ok(chunks)
+    }
+
+    /// Connects to `addr` within the connect timeout.
+    async fn connect(&self, addr: SocketAddr) -> Result<E::Stream, ClientError> {
+        match timeout::<E, _>(self.config.connect_timeout, E::Stream::connect(addr)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(source)) => Err(ClientError::Connect { addr, source }),
+            Err(_) => Err(ClientError::ConnectTimeout { addr }),
+        }
+    }
+}
+
+/// A reply frame, or nothing for a oneway call.
+pub(crate) type TransportReply = Option<Frame>;
+
+impl<E: Engine> Service<ClientContext, Bytes> for CorePool<E> {
+    type Response = TransportReply;
+    type Error = ClientError;
+
+    async fn call(
+        &self,
+        cx: &mut ClientContext,
+        body: Bytes,
+    ) -> Result<TransportReply, ClientError> {
+        let addr = self.pick_target(cx)?;
+        cx.address = Some(addr);
+        match &self.conns {
+            Conns::Mux(map) => {
+                let slots = {
+                    let mut map = map.borrow_mut();
+                    let n = match self.config.conn_mode {
+                        ConnMode::Multiplexed { conns_per_addr } => conns_per_addr.max(1),
+                        ConnMode::Pooled { .. } => 1,
+                    };
+                    map.entry(addr)
+                        .or_insert_with(|| std::rc::Rc::new(MuxSlots::new(addr, n)))
+                        .clone()
+                };
+                mux::call(self, &slots, cx, body).await
+            }
+            Conns::Pooled(map) => {
+                let idle = {
+                    let mut map = map.borrow_mut();
+                    map.entry(addr)
+                        .or_insert_with(|| std::rc::Rc::new(IdleConns::new(addr)))
+                        .clone()
+                };
+                pooled::call(self, &idle, cx, body).await
+            }
+        }
+    }
+}
+
+/// Whether a reply tells the client to stop using its connection.
+pub(crate) fn has_conn_reset(frame: &Frame) -> bool {
+    frame
+        .head
+        .header()
+        .and_then(|h| h.str_kv(skeys::CONN_RESET.as_bytes()))
+        .is_some_and(|v| !v.is_empty())
+}

@@ -1,0 +1,204 @@
+//! Multiplexed connections: many calls at once on each connection, replies matched by seq id.
+//!
+//! Each connection has a writer (an [`Outbox`], so requests issued in the same loop turn leave
+//! in one send) and a reader task that decodes replies and completes the pending call with the
+//! same seq id. A failing connection fails only its own pending calls; the slot reconnects on
+//! the next call. A reply carrying `crrst` (or Kitex's seq-0 control frame) retires the
+//! connection: no new calls go to it, the calls already on it still get their replies.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use ringrpc_codec::{Decoded, DecoderConfig, Frame, FrameDecoder, LinkBuf};
+use ringrpc_engine::local::{oneshot, Notify};
+use ringrpc_engine::outbox::Outbox;
+use ringrpc_engine::{Engine, Stream, StreamReader};
+
+use super::{has_conn_reset, CorePool, TransportReply};
+use crate::{ClientContext, ClientError};
+
+type Pending = oneshot::Sender<Result<Frame, ClientError>>;
+
+/// One multiplexed connection.
+pub(crate) struct MuxConn {
+    outbox: Outbox,
+    pending: RefCell<HashMap<i32, Pending>>,
+    /// The reader stopped: the connection is dead.
+    closed: Cell<bool>,
+    /// The server asked us to stop using it (`crrst`).
+    retired: Cell<bool>,
+}
+
+impl MuxConn {
+    fn usable(&self) -> bool {
+        !self.closed.get() && !self.retired.get() && !self.outbox.is_closed()
+    }
+
+    fn deliver(&self, frame: Frame) {
+        if has_conn_reset(&frame) {
+            self.retired.set(true);
+        }
+        if frame.head.seq_id == 0 {
+            // Kitex's control frame: only the crrst above matters.
+            return;
+        }
+        let waiter = self.pending.borrow_mut().remove(&frame.head.seq_id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(Ok(frame));
+        }
+        // A reply nobody waits for (its call timed out) is dropped.
+        if self.retired.get() && self.pending.borrow().is_empty() {
+            self.outbox.begin_close();
+        }
+    }
+
+    fn fail_all(&self, error: impl Fn() -> ClientError) {
+        self.closed.set(true);
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        for (_, tx) in pending {
+            let _ = tx.send(Err(error()));
+        }
+    }
+}
+
+/// Removes a call's pending entry if the call is dropped (timed out) before its reply.
+struct PendingGuard<'a> {
+    conn: &'a MuxConn,
+    seq: i32,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.conn.pending.borrow_mut().remove(&self.seq);
+    }
+}
+
+enum Slot {
+    Empty,
+    Connecting(Rc<Notify>),
+    Ready(Rc<MuxConn>),
+}
+
+/// The connections of one address on one core.
+pub(crate) struct MuxSlots<E: Engine> {
+    addr: SocketAddr,
+    slots: Vec<RefCell<Slot>>,
+    next: Cell<usize>,
+    _engine: std::marker::PhantomData<E>,
+}
+
+impl<E: Engine> MuxSlots<E> {
+    pub(crate) fn new(addr: SocketAddr, n: usize) -> Self {
+        Self {
+            addr,
+            slots: (0..n).map(|_| RefCell::new(Slot::Empty)).collect(),
+            next: Cell::new(0),
+            _engine: std::marker::PhantomData,
+        }
+    }
+
+    /// A usable connection, round-robin over the slots; connects a slot that has none.
+    async fn conn(&self, pool: &CorePool<E>) -> Result<Rc<MuxConn>, ClientError> {
+        let i = self.next.get();
+        self.next.set(i.wrapping_add(1));
+        let slot = &self.slots[i % self.slots.len()];
+        loop {
+            let waiting = match &*slot.borrow() {
+                Slot::Ready(c) if c.usable() => return Ok(c.clone()),
+                Slot::Connecting(n) => Some(n.clone()),
+                _ => None,
+            };
+            match waiting {
+                Some(n) => n.notified().await,
+                None => break,
+            }
+        }
+        let notify = Rc::new(Notify::new());
+        *slot.borrow_mut() = Slot::Connecting(notify.clone());
+        let result = pool.connect(self.addr).await;
+        let result = result.map(|stream| {
+            let (reader, writer) = stream.into_split();
+            let conn = Rc::new(MuxConn {
+                outbox: Outbox::spawn::<E, _>(writer),
+                pending: RefCell::new(HashMap::new()),
+                closed: Cell::new(false),
+                retired: Cell::new(false),
+            });
+            E::spawn(read_replies(
+                reader,
+                conn.clone(),
+                pool.config.max_frame_size,
+            ));
+            conn
+        });
+        *slot.borrow_mut() = match &result {
+            Ok(c) => Slot::Ready(c.clone()),
+            Err(_) => Slot::Empty,
+        };
+        notify.notify();
+        result
+    }
+}
+
+/// Sends one call on a multiplexed connection and waits for its reply.
+pub(super) async fn call<E: Engine>(
+    pool: &CorePool<E>,
+    slots: &MuxSlots<E>,
+    cx: &mut ClientContext,
+    body: Bytes,
+) -> Result<TransportReply, ClientError> {
+    let conn = slots.conn(pool).await?;
+    let seq = pool.next_seq();
+    let chunks = pool.encode(cx, seq, true, body)?;
+    if cx.oneway {
+        return if conn.outbox.push(chunks) {
+            Ok(None)
+        } else {
+            Err(ClientError::Closed)
+        };
+    }
+    let (tx, rx) = oneshot::channel();
+    conn.pending.borrow_mut().insert(seq, tx);
+    let _guard = PendingGuard { conn: &conn, seq };
+    if !conn.outbox.push(chunks) {
+        return Err(ClientError::Closed);
+    }
+    match rx.await {
+        Some(r) => r.map(Some),
+        None => Err(ClientError::Closed),
+    }
+}
+
+async fn read_replies<R: StreamReader>(mut reader: R, conn: Rc<MuxConn>, max_frame_size: usize) {
+    let mut buf = LinkBuf::new();
+    let mut decoder = FrameDecoder::new(DecoderConfig { max_frame_size });
+    let failure = 'read: loop {
+        match reader.recv().await {
+            Ok(Some(chunk)) => buf.push(chunk),
+            Ok(None) | Err(_) => break ClientError::Closed,
+        }
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Decoded::Frame(f)) => conn.deliver(f),
+                Ok(Decoded::NeedMore(_)) => break,
+                Err(e) => break 'read ClientError::Codec(e),
+            }
+        }
+        if conn.retired.get() && conn.pending.borrow().is_empty() && conn.outbox.is_closed() {
+            break ClientError::Closed;
+        }
+    };
+    tracing::debug!(error = %failure, "multiplexed connection ended");
+    let codec = match failure {
+        ClientError::Codec(e) => Some(e),
+        _ => None,
+    };
+    conn.fail_all(|| match &codec {
+        Some(e) => ClientError::Codec(e.clone()),
+        None => ClientError::Closed,
+    });
+    conn.outbox.begin_close();
+}

@@ -1,0 +1,149 @@
+//! Pooled connections: one call per connection at a time, like Kitex's long connections.
+//!
+//! A call takes an idle connection of its address (or connects), writes the request, reads
+//! until the reply is whole, and puts the connection back unless the reply carried `crrst`, the
+//! call failed, or it was oneway (Kitex discards those too). If the call is dropped mid-way (its
+//! deadline passed), the connection is dropped with it: a late reply can never be read by the
+//! next call. An idle connection the server closed is noticed on reuse and the call is retried
+//! once on a fresh one, since the server never saw the request.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ringrpc_codec::{Decoded, DecoderConfig, Frame, FrameDecoder, LinkBuf, MessageType};
+use ringrpc_engine::{Engine, Stream, StreamReader, StreamWriter};
+
+use super::{has_conn_reset, CorePool, TransportReply};
+use crate::config::ConnMode;
+use crate::{ClientContext, ClientError};
+
+/// A connection not in use.
+struct PooledConn<E: Engine> {
+    reader: <E::Stream as Stream>::Reader,
+    writer: <E::Stream as Stream>::Writer,
+    buf: LinkBuf,
+    decoder: FrameDecoder,
+    idle_since: Instant,
+}
+
+/// The idle connections of one address on one core (most recently used last).
+pub(crate) struct IdleConns<E: Engine> {
+    addr: SocketAddr,
+    idle: RefCell<Vec<PooledConn<E>>>,
+}
+
+impl<E: Engine> IdleConns<E> {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            idle: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Done(Result<TransportReply, ClientError>),
+    /// A reused connection turned out closed before any reply byte: safe to retry.
+    StaleConn,
+}
+
+pub(super) async fn call<E: Engine>(
+    pool: &CorePool<E>,
+    idle: &IdleConns<E>,
+    cx: &mut ClientContext,
+    body: Bytes,
+) -> Result<TransportReply, ClientError> {
+    let (max_idle, idle_timeout) = match pool.config.conn_mode {
+        ConnMode::Pooled {
+            max_idle_per_addr,
+            idle_timeout,
+        } => (max_idle_per_addr, idle_timeout),
+        ConnMode::Multiplexed { .. } => (0, std::time::Duration::ZERO),
+    };
+    let mut retried = false;
+    loop {
+        let reused = {
+            let mut list = idle.idle.borrow_mut();
+            // Drop connections idle for too long; take the most recently used.
+            list.retain(|c| c.idle_since.elapsed() < idle_timeout);
+            list.pop()
+        };
+        let was_reused = reused.is_some();
+        let conn = match reused {
+            Some(c) => c,
+            None => {
+                let (reader, writer) = pool.connect(idle.addr).await?.into_split();
+                PooledConn {
+                    reader,
+                    writer,
+                    buf: LinkBuf::new(),
+                    decoder: FrameDecoder::new(DecoderConfig {
+                        max_frame_size: pool.config.max_frame_size,
+                    }),
+                    idle_since: Instant::now(),
+                }
+            }
+        };
+        match attempt(pool, idle, conn, cx, body.clone(), max_idle).await {
+            Attempt::Done(r) => return r,
+            Attempt::StaleConn if was_reused && !retried => retried = true,
+            Attempt::StaleConn => return Err(ClientError::Closed),
+        }
+    }
+}
+
+async fn attempt<E: Engine>(
+    pool: &CorePool<E>,
+    idle: &IdleConns<E>,
+    mut conn: PooledConn<E>,
+    cx: &ClientContext,
+    body: Bytes,
+    max_idle: usize,
+) -> Attempt {
+    let seq = pool.next_seq();
+    let chunks = match pool.encode(cx, seq, false, body) {
+        Ok(c) => c,
+        Err(e) => return Attempt::Done(Err(e)),
+    };
+    let (sent, _) = conn.writer.send(chunks).await;
+    if sent.is_err() {
+        return Attempt::StaleConn;
+    }
+    if cx.oneway {
+        return Attempt::Done(Ok(None));
+    }
+    let mut received_any = false;
+    let frame: Frame = loop {
+        match conn.decoder.decode(&mut conn.buf) {
+            Ok(Decoded::Frame(f)) => break f,
+            Ok(Decoded::NeedMore(_)) => {}
+            Err(e) => return Attempt::Done(Err(ClientError::Codec(e))),
+        }
+        match conn.reader.recv().await {
+            Ok(Some(chunk)) => {
+                received_any = true;
+                conn.buf.push(chunk);
+            }
+            Ok(None) | Err(_) if !received_any => return Attempt::StaleConn,
+            Ok(None) | Err(_) => return Attempt::Done(Err(ClientError::Closed)),
+        }
+    };
+    // Proxies may build exceptions with seq 0 (Kitex does not check them either).
+    if frame.head.seq_id != seq && frame.head.message_type != MessageType::Exception {
+        return Attempt::Done(Err(ClientError::BadSequence {
+            sent: seq,
+            got: frame.head.seq_id,
+        }));
+    }
+    if !has_conn_reset(&frame) && conn.buf.is_empty() {
+        let mut list = idle.idle.borrow_mut();
+        if list.len() < max_idle {
+            conn.idle_since = Instant::now();
+            list.push(conn);
+        }
+    }
+    Attempt::Done(Ok(Some(frame)))
+}

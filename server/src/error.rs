@@ -1,0 +1,84 @@
+//! What a handler can answer instead of a reply, and what can stop a server.
+
+use ringrpc_codec::{ApplicationException, ExceptionKind};
+use ringrpc_governance::timeout::TimeoutError;
+
+/// A business error: a normal reply whose TTHeader carries `biz-status`, `biz-message` and
+/// optionally `biz-extra` (Kitex `BizStatusError`, Volo `BizError`). Without TTHeader there is
+/// nowhere to put it, so it goes out as an `INTERNAL_ERROR` exception with the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("biz error {status}: {message}")]
+pub struct BizError {
+    /// Non-zero status code.
+    pub status: i32,
+    /// Message.
+    pub message: String,
+    /// Extra key-values, sent as a JSON object of strings.
+    pub extra: Vec<(String, String)>,
+}
+
+impl BizError {
+    /// A business error with no extras.
+    pub fn new(status: i32, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Why a call produced no normal reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// A business error (see [`BizError`]).
+    #[error(transparent)]
+    Biz(#[from] BizError),
+    /// An application exception (message type EXCEPTION).
+    #[error("{0}")]
+    Exception(ApplicationException),
+}
+
+impl HandlerError {
+    /// An `INTERNAL_ERROR` exception with `message`, as Kitex sends for a handler error.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Exception(ApplicationException::new(
+            ExceptionKind::InternalError,
+            message.into(),
+        ))
+    }
+}
+
+impl From<ApplicationException> for HandlerError {
+    fn from(e: ApplicationException) -> Self {
+        Self::Exception(e)
+    }
+}
+
+impl From<TimeoutError> for HandlerError {
+    fn from(e: TimeoutError) -> Self {
+        Self::internal(e.to_string())
+    }
+}
+
+/// Errors starting or running a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] ringrpc_engine::EngineError),
+    /// No service was registered.
+    #[error("a server needs at least one service")]
+    NoService,
+    /// Installing the signal handler failed.
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}

@@ -1,0 +1,474 @@
+//! The server builder, its configuration, start-up on either engine, and shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use ringrpc_engine::baseline::Baseline;
+use ringrpc_engine::local::Notify;
+use ringrpc_engine::uring::Uring;
+use ringrpc_engine::{CoreId, Engine, Listener, Runtime, RuntimeConfig, RuntimeHandle};
+use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
+use ringrpc_governance::Layer;
+
+use crate::conn::{serve, CoreServer};
+use crate::service::Router;
+use crate::{ServerError, ServiceDef};
+
+/// Which I/O engine runs the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    /// The thread-per-core io_uring engine (default).
+    #[default]
+    Uring,
+    /// The gonet-style epoll baseline (tokio).
+    Baseline,
+}
+
+impl EngineKind {
+    /// The engine's short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uring => Uring::NAME,
+            Self::Baseline => Baseline::NAME,
+        }
+    }
+}
+
+/// Server settings; every field has a default (see [`ServerConfig::default`]).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address. Default `127.0.0.1:8888`; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Cores (threads) serving. Default: every CPU.
+    pub cores: usize,
+    /// CPUs to pin the cores to. Default: no pinning.
+    pub pin: Option<Vec<usize>>,
+    /// The engine. Default io_uring.
+    pub engine: EngineKind,
+    /// Listen backlog per core. Default 1024.
+    pub backlog: u32,
+    /// Connections open at once over all cores; more are closed on accept. Default 10,000.
+    pub max_connections: usize,
+    /// Largest frame accepted, counting every byte; larger frames are refused as soon as their
+    /// length is read, before the payload is buffered. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Calls running at once on one connection; past it the connection stops reading until
+    /// one finishes. Default 1,024.
+    pub max_in_flight_per_conn: usize,
+    /// Reply bytes waiting for a slow reader before the connection stops reading. Default 4 MiB.
+    pub max_queued_bytes: usize,
+    /// A connection with nothing buffered and nothing running is closed after this. Default
+    /// 10 minutes (Kitex's `MaxConnectionIdleTime`).
+    pub idle_timeout: Duration,
+    /// A partly received frame must complete within this. Default 30 s.
+    pub read_timeout: Duration,
+    /// Longest a handler may run (the caller's deadline applies too, whichever is first).
+    /// Default: none.
+    pub handler_timeout: Option<Duration>,
+    /// How long shutdown waits for in-flight calls. Default 5 s (Kitex's `ExitWaitTime`).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8888)),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin: None,
+            engine: EngineKind::Uring,
+            backlog: 1024,
+            max_connections: 10_000,
+            max_frame_size: ringrpc_codec::DEFAULT_MAX_FRAME_SIZE,
+            max_in_flight_per_conn: 1024,
+            max_queued_bytes: 4 << 20,
+            idle_timeout: Duration::from_secs(600),
+            read_timeout: Duration::from_secs(30),
+            handler_timeout: None,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+type ServiceFactory = Arc<dyn Fn() -> ServiceDef + Send + Sync>;
+
+/// Entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with default settings.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            config: ServerConfig::default(),
+            factories: Vec::new(),
+        }
+    }
+}
+
+/// Builds and starts a server.
+pub struct ServerBuilder {
+    config: ServerConfig,
+    factories: Vec<ServiceFactory>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("services", &self.factories.len())
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Listen address.
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.config.addr = addr;
+        self
+    }
+
+    /// Number of cores.
+    pub fn cores(mut self, cores: usize) -> Self {
+        self.config.cores = cores;
+        self
+    }
+
+    /// Pins cores to these CPUs.
+    pub fn pin(mut self, cpus: Vec<usize>) -> Self {
+        self.config.pin = Some(cpus);
+        self
+    }
+
+    /// The engine.
+    pub fn engine(mut self, engine: EngineKind) -> Self {
+        self.config.engine = engine;
+        self
+    }
+
+    /// Maximum open connections.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// Maximum frame size in bytes.
+    pub fn max_frame_size(mut self, n: usize) -> Self {
+        self.config.max_frame_size = n;
+        self
+    }
+
+    /// Maximum calls in flight per connection.
+    pub fn max_in_flight_per_conn(mut self, n: usize) -> Self {
+        self.config.max_in_flight_per_conn = n.max(1);
+        self
+    }
+
+    /// Idle timeout.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.config.idle_timeout = d;
+        self
+    }
+
+    /// Read timeout for a partly received frame.
+    pub fn read_timeout(mut self, d: Duration) -> Self {
+        self.config.read_timeout = d;
+        self
+    }
+
+    /// Longest a handler may run.
+    pub fn handler_timeout(mut self, d: Duration) -> Self {
+        self.config.handler_timeout = Some(d);
+        self
+    }
+
+    /// Grace period for in-flight calls at shutdown.
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.config.shutdown_grace = d;
+        self
+    }
+
+    /// Adds a service. `factory` runs once on every core, so each core has its own handlers.
+    pub fn service<F>(mut self, factory: F) -> Self
+    where
+        F: Fn() -> ServiceDef + Send + Sync + 'static,
+    {
+        self.factories.push(Arc::new(factory));
+        self
+    }
+
+    /// Binds on every core and starts serving.
+    ///
+    /// # Errors
+    /// [`ServerError::NoService`], [`ServerError::Bind`] if any core cannot listen, or
+    /// [`ServerError::Engine`] if the engine cannot start.
+    pub fn start(self) -> Result<RunningServer, ServerError> {
+        if self.factories.is_empty() {
+            return Err(ServerError::NoService);
+        }
+        match self.config.engine {
+            EngineKind::Uring => start_on::<Uring>(self.config, self.factories),
+            EngineKind::Baseline => start_on::<Baseline>(self.config, self.factories),
+        }
+    }
+}
+
+/// Identifies a server's per-core state in the core's registry.
+static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Shutdown hooks of the servers running on this core, by server id.
+    static SHUTDOWN_HOOKS: RefCell<HashMap<u64, Rc<dyn Fn()>>> = RefCell::new(HashMap::new());
+}
+
+/// The first core's bound address, shared with the other cores so they bind the same port.
+#[derive(Default)]
+struct BoundAddr {
+    addr: Mutex<Option<Option<SocketAddr>>>,
+    ready: Condvar,
+}
+
+fn start_on<E: Engine>(
+    config: ServerConfig,
+    factories: Vec<ServiceFactory>,
+) -> Result<RunningServer, ServerError> {
+    let config = Arc::new(config);
+    let id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
+    let open_conns = Arc::new(AtomicUsize::new(0));
+    let bound = Arc::new(BoundAddr::default());
+    let (report, reports) = mpsc::channel::<(CoreId, Result<SocketAddr, ServerError>)>();
+    let report = Mutex::new(report);
+    let rt_config = RuntimeConfig {
+        cores: config.cores,
+        pin: config.pin.clone(),
+        name: format!("ringrpc-{}", E::NAME),
+    };
+    let cfg = config.clone();
+    let runtime = E::launch(rt_config, move |core| {
+        // Core 0 binds the configured address first; the others bind the port it got, so
+        // port 0 means one port for all cores.
+        let addr = if core.0 == 0 {
+            cfg.addr
+        } else {
+            let mut slot = bound.addr.lock().unwrap_or_else(|p| p.into_inner());
+            while slot.is_none() {
+                slot = bound.ready.wait(slot).unwrap_or_else(|p| p.into_inner());
+            }
+            slot.flatten().unwrap_or(cfg.addr)
+        };
+        let listener = E::Listener::bind(addr, cfg.backlog).and_then(|l| {
+            let local = l.local_addr()?;
+            Ok((l, local))
+        });
+        if core.0 == 0 {
+            *bound.addr.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(listener.as_ref().ok().map(|(_, a)| *a));
+            bound.ready.notify_all();
+        }
+        let result = listener
+            .as_ref()
+            .map(|(_, a)| *a)
+            .map_err(|e| ServerError::Bind {
+                addr,
+                source: std::io::Error::new(e.kind(), e.to_string()),
+            });
+        let _ = report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((core, result));
+        let listener = listener.ok().map(|(l, _)| l);
+        let services: Vec<ServiceDef> = factories.iter().map(|f| f()).collect();
+        let cfg = cfg.clone();
+        let open_conns = open_conns.clone();
+        async move {
+            let Some(listener) = listener else { return };
+            accept_loop::<E>(id, core, listener, services, cfg, open_conns).await;
+        }
+    })?;
+    let mut local_addr = None;
+    for _ in 0..config.cores {
+        match reports.recv_timeout(Duration::from_secs(10)) {
+            Ok((_, Ok(a))) => local_addr = local_addr.or(Some(a)),
+            Ok((_, Err(e))) => {
+                runtime.stop(Duration::ZERO);
+                return Err(e);
+            }
+            Err(_) => {
+                runtime.stop(Duration::ZERO);
+                return Err(ServerError::Engine(ringrpc_engine::EngineError::Stopped));
+            }
+        }
+    }
+    let handle = ServerHandle {
+        id,
+        runtime: runtime.handle(),
+        grace: config.shutdown_grace,
+    };
+    Ok(RunningServer {
+        runtime: Some(runtime),
+        handle,
+        local_addr: local_addr.unwrap_or(config.addr),
+        engine: config.engine,
+    })
+}
+
+async fn accept_loop<E: Engine>(
+    id: u64,
+    core: CoreId,
+    mut listener: E::Listener,
+    services: Vec<ServiceDef>,
+    config: Arc<ServerConfig>,
+    open_conns: Arc<AtomicUsize>,
+) {
+    let pipeline = TimeoutLayer::<E>::new(TimeoutConfig {
+        timeout: config.handler_timeout,
+    })
+    .layer(Router::new(services));
+    let state = Rc::new(CoreServer {
+        pipeline,
+        config: config.clone(),
+        core,
+        shutting_down: Cell::new(false),
+        shutdown: Notify::new(),
+        open_conns,
+    });
+    {
+        let state = state.clone();
+        SHUTDOWN_HOOKS.with(|h| {
+            h.borrow_mut()
+                .insert(id, Rc::new(move || state.begin_shutdown()))
+        });
+    }
+    loop {
+        match listener.accept().await {
+            Ok(Some((stream, peer))) => {
+                let open = state.open_conns.fetch_add(1, Ordering::Relaxed);
+                if open >= config.max_connections || state.shutting_down.get() {
+                    state.open_conns.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, open, "connection limit reached; closing");
+                    drop(stream);
+                    continue;
+                }
+                E::spawn(serve::<E, _>(stream, peer, state.clone()));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // Out of descriptors and similar: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                E::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    SHUTDOWN_HOOKS.with(|h| h.borrow_mut().remove(&id));
+}
+
+/// A cloneable, `Send` handle that shuts the server down.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    id: u64,
+    runtime: RuntimeHandle,
+    grace: Duration,
+}
+
+impl ServerHandle {
+    /// Begins a graceful shutdown and returns at once: listeners close, every later reply
+    /// carries `crrst=1`, connections stop reading, in-flight calls get the grace period to
+    /// finish and send their replies, then everything closes.
+    pub fn shutdown(&self) {
+        let id = self.id;
+        for core in 0..self.runtime.cores() {
+            let _ = self.runtime.post(CoreId(core), move || {
+                let hook = SHUTDOWN_HOOKS.with(|h| h.borrow().get(&id).cloned());
+                if let Some(hook) = hook {
+                    hook();
+                }
+            });
+        }
+        self.runtime.stop(self.grace);
+    }
+
+    /// The runtime serving this server (counters, cross-core calls).
+    pub fn runtime(&self) -> &RuntimeHandle {
+        &self.runtime
+    }
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    runtime: Option<Runtime>,
+    handle: ServerHandle,
+    local_addr: SocketAddr,
+    engine: EngineKind,
+}
+
+impl RunningServer {
+    /// The address the server listens on (with the real port if 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The engine serving.
+    pub fn engine(&self) -> EngineKind {
+        self.engine
+    }
+
+    /// A handle for shutting down from elsewhere.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Shuts down gracefully and waits until every core has stopped.
+    pub fn shutdown(mut self) {
+        self.handle.shutdown();
+        if let Some(rt) = self.runtime.take() {
+            rt.join();
+        }
+    }
+
+    /// Waits until the server stops (a [`ServerHandle::shutdown`] elsewhere).
+    pub fn wait(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.join();
+        }
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully and returns.
+    ///
+    /// # Errors
+    /// [`ServerError::Signal`] if the signal handler cannot be installed.
+    pub fn wait_for_signal(self) -> Result<(), ServerError> {
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .map_err(ServerError::Signal)?;
+        let handle = self.handle();
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                handle.shutdown();
+            }
+        });
+        self.wait();
+        Ok(())
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            self.handle.shutdown();
+            rt.join();
+        }
+    }
+}
