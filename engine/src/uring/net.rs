@@ -102,9 +102,9 @@ impl UringListener {
                 self.accept = None;
             }
             match cqe.result() {
-                Ok(fd) => {
+                Ok(_) => {
                     // SAFETY: a successful accept returns a new fd that nobody else owns.
-                    let fd = unsafe { OwnedFd::from_raw_fd(fd.cast_signed()) };
+                    let fd = unsafe { OwnedFd::from_raw_fd(cqe.res) };
                     let stream = UringStream { fd: Rc::new(fd) };
                     SockRef::from(&*stream.fd).set_nodelay(true)?;
                     let peer = stream.peer_addr()?;
