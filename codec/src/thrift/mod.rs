@@ -5,11 +5,13 @@ pub mod envelope;
 pub mod exception;
 pub mod protocol;
 pub mod skip;
+pub mod wrap;
 
 pub use envelope::{Envelope, KITEX_PROTOBUF_MAGIC, THRIFT_BINARY_MAGIC};
 pub use exception::{ApplicationException, ExceptionKind};
 pub use protocol::{BytesInProtocol, BytesOutProtocol};
 pub use skip::{skip_struct_len, ttype, MAX_SKIP_DEPTH};
+pub use wrap::{Args1, SuccessResult};
 
 use bytes::{Bytes, BytesMut};
 use thrift::protocol::TSerializable;
