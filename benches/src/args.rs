@@ -256,7 +256,7 @@ pub struct CompareArgs {
     /// CPUs for the client (default: every allowed CPU not used by the server).
     #[arg(long, value_name = "CPUS", value_parser = parse_cpu_list)]
     pub client_cores: Option<CpuList>,
-    /// Engines to compare, in order; ratios are first/second.
+    /// Engines to compare, in order; ratios compare the first with the others.
     #[arg(
         long,
         value_enum,
