@@ -210,6 +210,11 @@ fn run(
         prev_at = now;
         ticks = ticks.wrapping_add(1);
         next += tick;
+        if next <= now {
+            // Fell behind (suspended, starved): resume the cadence from now
+            // rather than printing a burst of catch-up lines.
+            next = now + tick;
+        }
         if ticks % every != 0 {
             continue;
         }
