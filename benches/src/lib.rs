@@ -7,7 +7,9 @@
 
 pub mod args;
 pub mod duration;
+pub mod echo;
 pub mod histogram;
+pub mod load;
 pub mod pacing;
 pub mod plot;
 pub mod procstat;

@@ -1,0 +1,187 @@
+//! `ringrpc-bench`: the echo server, the load generator, and the engine comparison.
+//!
+//! - `server`: the kitex-benchmark echo service on either engine, every framing auto-detected.
+//! - `load`: drive any Kitex-compatible echo server and report QPS, latency and CPU per request.
+//! - `compare`: run the echo server on each engine in turn (a child process pinned to the
+//!   server CPUs), load it from the other CPUs, and print the results side by side.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::Duration;
+
+use ringrpc_benches::args::{Cli, Command, CompareArgs, EngineArg, LoadArgs, ServerArgs};
+use ringrpc_benches::echo::echo_service;
+use ringrpc_benches::histogram::LatencyHistogram;
+use ringrpc_benches::load::{run_load, LoadOutcome, LoadPlan};
+use ringrpc_benches::plot::write_percentile_svg;
+use ringrpc_benches::procstat::allowed_cpus;
+use ringrpc_benches::report::{print_comparison, print_run, Report};
+use ringrpc_server::{EngineKind, Server};
+
+/// What the `server` subcommand prints once it listens; `compare` waits for it.
+const READY_PREFIX: &str = "listening on ";
+
+fn main() {
+    let cli = Cli::parse_and_validate();
+    let result = match cli.command {
+        Command::Server(a) => serve(&a),
+        Command::Load(a) => load(&a),
+        Command::Compare(a) => compare(&a),
+    };
+    if let Err(e) = result {
+        eprintln!("ringrpc-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+type AnyError = Box<dyn std::error::Error>;
+
+fn engine_kind(e: EngineArg) -> EngineKind {
+    match e {
+        EngineArg::Uring => EngineKind::Uring,
+        EngineArg::Baseline => EngineKind::Baseline,
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, AnyError> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address").into())
+}
+
+fn serve(a: &ServerArgs) -> Result<(), AnyError> {
+    let server = Server::builder()
+        .addr(resolve(&a.addr)?)
+        .cores(a.cores)
+        .engine(engine_kind(a.engine))
+        .service(echo_service)
+        .shutdown_grace(Duration::from_secs(1))
+        .start()?;
+    println!("{READY_PREFIX}{} engine {}", server.local_addr(), a.engine);
+    std::io::stdout().flush()?;
+    server.wait_for_signal()?;
+    Ok(())
+}
+
+fn write_outputs(
+    outcomes: &[LoadOutcome],
+    json: Option<&std::path::Path>,
+    plot: Option<&std::path::Path>,
+) -> Result<(), AnyError> {
+    if let Some(path) = json {
+        Report::new(outcomes.iter().map(|o| o.report.clone()).collect()).write_json(path)?;
+    }
+    if let Some(path) = plot {
+        let runs: Vec<(&str, &LatencyHistogram)> = outcomes
+            .iter()
+            .map(|o| (o.report.name(), &o.histogram))
+            .collect();
+        write_percentile_svg(path, &runs)?;
+    }
+    Ok(())
+}
+
+fn load(a: &LoadArgs) -> Result<(), AnyError> {
+    let targets = a
+        .addrs
+        .iter()
+        .map(|s| resolve(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcome = run_load(&LoadPlan {
+        targets,
+        options: a.load.clone(),
+        cores: a.cores,
+        pin: None,
+        server_pid: a.server_pid,
+        label: a.label.clone(),
+        engine: None,
+    })?;
+    print_run(&outcome.report);
+    write_outputs(
+        std::slice::from_ref(&outcome),
+        a.json.as_deref(),
+        a.plot.as_deref(),
+    )
+}
+
+/// A server child process, stopped (SIGTERM, then kill) when dropped.
+struct ServerChild(Child);
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) only sends a signal.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ringrpc-bench server` on `engine`, pinned to `cpus` with taskset, and waits until it
+/// listens.
+fn spawn_server(
+    engine: EngineArg,
+    addr: &str,
+    cpus: &str,
+    cores: usize,
+) -> Result<(ServerChild, SocketAddr), AnyError> {
+    let exe = std::env::current_exe()?;
+    let mut child = Process::new("taskset")
+        .args(["-c", cpus])
+        .arg(exe)
+        .args(["server", "--engine", engine.as_str(), "--addr", addr])
+        .args(["--cores", &cores.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the server with taskset: {e}"))?;
+    let stdout = child.stdout.take().ok_or("server has no stdout")?;
+    let child = ServerChild(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let listening = line
+        .strip_prefix(READY_PREFIX)
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| format!("server did not start: {line:?}"))?;
+    Ok((child, listening.parse()?))
+}
+
+fn compare(a: &CompareArgs) -> Result<(), AnyError> {
+    let allowed = allowed_cpus()?;
+    let client_cpus = a.client_cpus(&allowed)?;
+    let mut outcomes = Vec::new();
+    for &engine in &a.engines {
+        let (child, addr) = spawn_server(
+            engine,
+            &a.addr,
+            &a.server_cores.to_string(),
+            a.server_cores.len(),
+        )?;
+        eprintln!(
+            "{engine}: server on {addr} (cpus {}), load from cpus {client_cpus}",
+            a.server_cores
+        );
+        let outcome = run_load(&LoadPlan {
+            targets: vec![addr],
+            options: a.load.clone(),
+            cores: client_cpus.len(),
+            pin: Some(client_cpus.cpus().to_vec()),
+            server_pid: Some(child.0.id()),
+            label: Some(engine.as_str().to_owned()),
+            engine: Some(engine.as_str().to_owned()),
+        })?;
+        drop(child);
+        print_run(&outcome.report);
+        outcomes.push(outcome);
+    }
+    let reports: Vec<_> = outcomes.iter().map(|o| o.report.clone()).collect();
+    print_comparison(&reports);
+    write_outputs(&outcomes, a.json.as_deref(), a.plot.as_deref())
+}
