@@ -11,7 +11,14 @@
 //! [`ringrpc_codec::thrift::Args1`] and [`ringrpc_codec::thrift::SuccessResult`], which have the
 //! same wire layout (field 1 = the request, field 0 = the return value).
 
-#[allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    unused_qualifications,
+    clippy::all,
+    clippy::use_self,
+    clippy::manual_let_else
+)]
 pub mod echo;
 
 use ringrpc_codec::thrift::{Args1, SuccessResult};
