@@ -110,10 +110,17 @@ pub mod oneshot {
 
 /// Wakes every task waiting on it; a notification sent while nobody waits is kept (one permit),
 /// so a waiter that checks state, then waits, never misses a change made in between.
+///
+/// Waiters live in a slab and a dropped [`Notified`] removes its entry, so a waiter that is
+/// raced against something else and dropped (a connection's `recv` against shutdown, once per
+/// read) leaves nothing behind.
 #[derive(Debug, Default)]
 pub struct Notify {
     permit: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    /// Bumped by every [`Notify::notify`] that woke waiters; a waiter registered under an older
+    /// generation has been notified.
+    generation: Cell<u64>,
+    waiters: RefCell<slab::Slab<Waker>>,
 }
 
 impl Notify {
@@ -124,13 +131,14 @@ impl Notify {
 
     /// Wakes all current waiters, or stores a permit for the next one.
     pub fn notify(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        if waiters.is_empty() {
+        if self.waiters.borrow().is_empty() {
             self.permit.set(true);
-        } else {
-            for w in waiters {
-                w.wake();
-            }
+            return;
+        }
+        self.generation.set(self.generation.get().wrapping_add(1));
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for (_, w) in waiters {
+            w.wake();
         }
     }
 
@@ -138,7 +146,7 @@ impl Notify {
     pub fn notified(&self) -> Notified<'_> {
         Notified {
             notify: self,
-            registered: false,
+            registered: None,
         }
     }
 }
@@ -148,32 +156,94 @@ impl Notify {
 #[must_use = "futures do nothing unless polled"]
 pub struct Notified<'a> {
     notify: &'a Notify,
-    registered: bool,
+    /// Slab key and generation, once registered.
+    registered: Option<(usize, u64)>,
 }
 
 impl Future for Notified<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.notify.permit.replace(false) {
-            return Poll::Ready(());
-        }
-        if self.registered {
-            // Woken by notify (which emptied the list) or polled spuriously: ready only if our
-            // waker is no longer registered.
-            let still_waiting = self
-                .notify
-                .waiters
-                .borrow()
-                .iter()
-                .any(|w| w.will_wake(cx.waker()));
-            if !still_waiting {
-                return Poll::Ready(());
+        let notify = self.notify;
+        match self.registered {
+            Some((key, generation)) => {
+                if notify.generation.get() != generation {
+                    self.registered = None;
+                    return Poll::Ready(());
+                }
+                let mut waiters = notify.waiters.borrow_mut();
+                if let Some(w) = waiters.get_mut(key) {
+                    if !w.will_wake(cx.waker()) {
+                        *w = cx.waker().clone();
+                    }
+                }
+                Poll::Pending
             }
-            return Poll::Pending;
+            None => {
+                if notify.permit.replace(false) {
+                    return Poll::Ready(());
+                }
+                let key = notify.waiters.borrow_mut().insert(cx.waker().clone());
+                self.registered = Some((key, notify.generation.get()));
+                Poll::Pending
+            }
         }
-        self.notify.waiters.borrow_mut().push(cx.waker().clone());
-        self.registered = true;
-        Poll::Pending
+    }
+}
+
+impl Drop for Notified<'_> {
+    fn drop(&mut self) {
+        if let Some((key, generation)) = self.registered {
+            if self.notify.generation.get() == generation {
+                self.notify.waiters.borrow_mut().try_remove(key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn dropped_waiters_leave_nothing_behind() {
+        let n = Notify::new();
+        for _ in 0..1000 {
+            let mut w = n.notified();
+            assert!(poll_once(&mut w).is_pending());
+        }
+        assert!(n.waiters.borrow().is_empty());
+    }
+
+    #[test]
+    fn notify_wakes_registered_waiters_and_keeps_a_permit_otherwise() {
+        let n = Notify::new();
+        let mut a = n.notified();
+        let mut b = n.notified();
+        assert!(poll_once(&mut a).is_pending());
+        assert!(poll_once(&mut b).is_pending());
+        n.notify();
+        assert!(poll_once(&mut a).is_ready());
+        assert!(poll_once(&mut b).is_ready());
+        n.notify();
+        let mut c = n.notified();
+        assert!(poll_once(&mut c).is_ready());
+        let mut d = n.notified();
+        assert!(poll_once(&mut d).is_pending());
+    }
+
+    #[test]
+    fn oneshot_delivers_or_reports_a_dropped_sender() {
+        let (tx, mut rx) = oneshot::channel::<u8>();
+        assert!(poll_once(&mut rx).is_pending());
+        tx.send(7).unwrap();
+        assert_eq!(poll_once(&mut rx), Poll::Ready(Some(7)));
+        let (tx, mut rx) = oneshot::channel::<u8>();
+        drop(tx);
+        assert_eq!(poll_once(&mut rx), Poll::Ready(None));
     }
 }
