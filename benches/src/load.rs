@@ -1,6 +1,7 @@
 //! The load generator: closed or open loop echo calls from a ringrpc client runtime.
 //!
-//! Workers run on the client's cores (io_uring engine, pinned when CPUs are given), spread
+//! Workers run on the client's cores (the epoll engine by default, see [`CLIENT_ENGINE_VAR`];
+//! pinned when CPUs are given), spread
 //! evenly. In closed loop each worker calls again as soon as its reply arrives. In open loop
 //! (`--rate`) each worker follows its share of a fixed schedule and a call's latency counts from
 //! its *intended* start, so a slow server cannot hide queueing behind a slowed-down generator
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringrpc_client::{CallOptions, Client, ClientConfig, ClientError, ConnMode, Protocol};
+use ringrpc_engine::baseline::Baseline;
 use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{Engine, RuntimeConfig};
 
@@ -101,6 +103,19 @@ fn error_kind(e: &ClientError) -> &'static str {
 /// # Errors
 /// [`LoadError`] if the client runtime cannot start or a core is lost.
 pub fn run_load(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
+    match std::env::var(CLIENT_ENGINE_VAR).as_deref() {
+        Ok("uring") => run_load_on::<Uring>(plan),
+        _ => run_load_on::<Baseline>(plan),
+    }
+}
+
+/// Environment variable choosing the load generator's own engine: `baseline` (default) or
+/// `uring`. The default is the plain epoll client so that the generator is the same, neutral
+/// program whichever server engine it measures (and, as measured in docs/benchmarks.md, the
+/// io_uring client currently has a tail-latency stall of its own).
+pub const CLIENT_ENGINE_VAR: &str = "RINGRPC_BENCH_CLIENT_ENGINE";
+
+fn run_load_on<E: Engine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
     let o = plan.options.clone();
     let protobuf = o.protocol == ProtocolArg::KitexProtobuf;
     let conn_mode = match o.conn_mode {
@@ -115,7 +130,7 @@ pub fn run_load(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
         .conn_mode(conn_mode)
         .service_name(THRIFT_SERVICE)
         .rpc_timeout(Some(Duration::from_secs(5)));
-    let client = Client::<Uring>::new(config);
+    let client = Client::<E>::new(config);
     let body = request_body(protobuf, o.payload);
     let method = if protobuf {
         PROTOBUF_METHOD
@@ -133,7 +148,7 @@ pub fn run_load(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
         .transpose()
         .expect("rate validated by the argument parser");
     let (tx, rx) = mpsc::channel::<CoreResult>();
-    let runtime = Uring::launch(
+    let runtime = E::launch(
         RuntimeConfig {
             cores,
             pin: plan.pin.clone(),
@@ -168,7 +183,7 @@ pub fn run_load(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
                             end,
                         };
                         let (left, done) = (left.clone(), done.clone());
-                        Uring::spawn(async move {
+                        E::spawn(async move {
                             worker.run().await;
                             left.set(left.get() - 1);
                             done.notify();
@@ -240,8 +255,8 @@ fn sleep_until(t: Instant) {
 }
 
 /// One closed- or open-loop caller.
-struct Worker {
-    client: Client<Uring>,
+struct Worker<E: Engine> {
+    client: Client<E>,
     body: Bytes,
     method: &'static str,
     protobuf: bool,
@@ -252,7 +267,7 @@ struct Worker {
     end: Instant,
 }
 
-impl Worker {
+impl<E: Engine> Worker<E> {
     async fn run(mut self) {
         loop {
             let intended = match &mut self.pacer {
@@ -262,7 +277,7 @@ impl Worker {
                         break;
                     }
                     if t > Instant::now() {
-                        Uring::sleep_until(t).await;
+                        E::sleep_until(t).await;
                     }
                     t
                 }
