@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use ringrpc_codec::keys::str as skeys;
-use ringrpc_codec::{parse_int_value, MessageType, TtHeader};
+use ringrpc_codec::{parse_int_value, MessageType, PayloadProtocol, TtHeader};
 use ringrpc_engine::Engine;
 use ringrpc_governance::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
 use ringrpc_governance::{Backward, CallDeadline, Layer, Service};
@@ -114,13 +114,26 @@ impl<E: Engine> Client<E> {
         body: Bytes,
         opts: CallOptions,
     ) -> Result<Reply, ClientError> {
+        self.call_with(method, body, opts, None).await
+    }
+
+    /// [`Client::call_raw`] with the body's payload codec, when known.
+    async fn call_with(
+        &self,
+        method: &str,
+        body: Bytes,
+        opts: CallOptions,
+        payload: Option<PayloadProtocol>,
+    ) -> Result<Reply, ClientError> {
         let pipeline = self.pipeline()?;
         let mut cx = ClientContext::new(method);
+        cx.payload = payload;
         cx.metainfo = opts.metainfo;
         cx.address = opts.address;
         cx.oneway = opts.oneway;
         let timeout = opts.timeout.or(self.config.rpc_timeout);
-        cx.set_deadline(timeout.map(|t| Instant::now() + t));
+        let deadline = timeout.map(|t| Instant::now() + t);
+        cx.set_deadline(deadline);
         let frame = pipeline.call(&mut cx, body).await?;
         let Some(frame) = frame else {
             return Ok(Reply {
@@ -136,6 +149,13 @@ impl<E: Engine> Client<E> {
             .unwrap_or_default();
         match frame.head.message_type {
             MessageType::Exception => {
+                // The server enforces the deadline we sent and answers an exception when it
+                // passes; if that beats our own timer, the call still ends as a timeout.
+                if let (Some(deadline), Some(t)) = (deadline, timeout) {
+                    if Instant::now() >= deadline {
+                        return Err(ClientError::Timeout(t));
+                    }
+                }
                 let e = frame.exception()?;
                 Err(ClientError::Remote {
                     kind: e.kind,
@@ -168,12 +188,20 @@ impl<E: Engine> Client<E> {
     ) -> Result<R, ClientError> {
         let mut buf = BytesMut::with_capacity(256);
         ringrpc_codec::thrift::write_body(args, &mut buf)?;
-        let reply = self.call_raw(method, buf.freeze(), opts).await?;
+        let reply = self
+            .call_with(
+                method,
+                buf.freeze(),
+                opts,
+                Some(PayloadProtocol::ThriftBinary),
+            )
+            .await?;
         Ok(ringrpc_codec::thrift::read_body(reply.body)?)
     }
 
-    /// Calls a Kitex Protobuf method (the client's protocol must be `KitexProtobuf` or a
-    /// framed Thrift framing).
+    /// Calls a Kitex Protobuf method. The request is Kitex Protobuf (magic `0x9001`) in the
+    /// configured framing; protobuf is always framed, so `TtHeader` becomes `TtHeaderFramed` and
+    /// `Buffered` becomes `Framed`.
     ///
     /// # Errors
     /// See [`ClientError`].
@@ -185,7 +213,14 @@ impl<E: Engine> Client<E> {
     ) -> Result<R, ClientError> {
         let mut buf = BytesMut::with_capacity(request.encoded_len());
         ringrpc_codec::protobuf::write_body(request, &mut buf)?;
-        let reply = self.call_raw(method, buf.freeze(), opts).await?;
+        let reply = self
+            .call_with(
+                method,
+                buf.freeze(),
+                opts,
+                Some(PayloadProtocol::KitexProtobuf),
+            )
+            .await?;
         Ok(ringrpc_codec::protobuf::read_body(reply.body)?)
     }
 }

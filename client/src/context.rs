@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use ringrpc_codec::PayloadProtocol;
 use ringrpc_governance::{Backward, CallDeadline, Metainfo};
 
 /// What the client pipeline knows about one call.
@@ -18,6 +19,9 @@ pub struct ClientContext {
     pub backward: Backward,
     /// Whether the call is oneway.
     pub oneway: bool,
+    /// The payload codec of the body, when the call knows it (`call_thrift`, `call_protobuf`);
+    /// `None` uses the configured protocol's.
+    pub payload: Option<PayloadProtocol>,
     deadline: Option<Instant>,
 }
 

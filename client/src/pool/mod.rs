@@ -17,7 +17,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use ringrpc_codec::keys::{int, str as skeys};
 use ringrpc_codec::ttheader::FLAG_SUPPORT_OUT_OF_ORDER;
-use ringrpc_codec::{Frame, FrameEncoder, FrameHead, MessageType, TtHeader};
+use ringrpc_codec::{
+    Frame, FrameEncoder, FrameHead, Framing, MessageType, PayloadProtocol, TtHeader,
+};
 use ringrpc_engine::time::timeout;
 use ringrpc_engine::{Engine, Stream};
 use ringrpc_governance::{CallDeadline, Service};
@@ -92,14 +94,21 @@ impl<E: Engine> CorePool<E> {
         } else {
             MessageType::Call
         };
+        let payload = cx.payload.unwrap_or(protocol.payload());
+        let framing = match (payload, protocol.framing()) {
+            // Kitex Protobuf is always framed (spec §3): magic 0x9001 after a length.
+            (PayloadProtocol::KitexProtobuf, Framing::Buffered) => Framing::Framed,
+            (PayloadProtocol::KitexProtobuf, Framing::TtHeader) => Framing::TtHeaderFramed,
+            (_, framing) => framing,
+        };
         let mut head = FrameHead::new(
-            protocol.framing(),
-            protocol.payload(),
+            framing,
+            payload,
             kind,
             Bytes::copy_from_slice(cx.method.as_bytes()),
             seq,
         );
-        if protocol.framing().has_ttheader() {
+        if framing.has_ttheader() {
             let mut h = TtHeader::new();
             if mux {
                 h.flags = FLAG_SUPPORT_OUT_OF_ORDER;
@@ -113,10 +122,10 @@ impl<E: Engine> CorePool<E> {
                 h.set_int_kv(int::FROM_SERVICE, c.clone());
             }
             if let Some(deadline) = cx.deadline() {
-                let ms = deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .max(1);
+                // Rounded up, so the server's deadline (its receive time plus this) is never
+                // before ours: our own timer fires first and the call ends as a timeout.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ms = left.as_nanos().div_ceil(1_000_000).max(1);
                 h.set_int_kv_number(int::RPC_TIMEOUT, i64::try_from(ms).unwrap_or(i64::MAX));
             }
             cx.metainfo.write_request(&mut h);

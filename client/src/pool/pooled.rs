@@ -4,12 +4,14 @@
 //! until the reply is whole, and puts the connection back unless the reply carried `crrst`, the
 //! call failed, or it was oneway (Kitex discards those too). If the call is dropped mid-way (its
 //! deadline passed), the connection is dropped with it: a late reply can never be read by the
-//! next call. An idle connection the server closed is noticed on reuse and the call is retried
-//! once on a fresh one, since the server never saw the request.
+//! next call. An idle connection the server closed is noticed on reuse (end of stream right
+//! after the request went out) and the call is retried once on a fresh one, since the server
+//! never saw the request. An end of stream that comes later may follow a request the server
+//! did receive (it died mid-call): that call fails with `Closed` and is never sent again.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringrpc_codec::{Decoded, DecoderConfig, Frame, FrameDecoder, LinkBuf, MessageType};
@@ -43,6 +45,10 @@ impl<E: Engine> IdleConns<E> {
     }
 }
 
+/// An end of stream this soon after the request was sent on a reused connection means the
+/// server had closed it while idle (its FIN was already queued), not that it died mid-call.
+const STALE_WINDOW: Duration = Duration::from_millis(20);
+
 /// How one attempt ended.
 enum Attempt {
     Done(Result<TransportReply, ClientError>),
@@ -61,7 +67,7 @@ pub(super) async fn call<E: Engine>(
             max_idle_per_addr,
             idle_timeout,
         } => (max_idle_per_addr, idle_timeout),
-        ConnMode::Multiplexed { .. } => (0, std::time::Duration::ZERO),
+        ConnMode::Multiplexed { .. } => (0, Duration::ZERO),
     };
     let mut retried = false;
     loop {
@@ -75,7 +81,13 @@ pub(super) async fn call<E: Engine>(
         let conn = match reused {
             Some(c) => c,
             None => {
-                let (reader, writer) = pool.connect(idle.addr).await?.into_split();
+                let stream = match pool.connect(idle.addr).await {
+                    Ok(s) => s,
+                    // The retry of a stale connection: the call's failure is the closed one.
+                    Err(_) if retried => return Err(ClientError::Closed),
+                    Err(e) => return Err(e),
+                };
+                let (reader, writer) = stream.into_split();
                 PooledConn {
                     reader,
                     writer,
@@ -112,6 +124,7 @@ async fn attempt<E: Engine>(
     if sent.is_err() {
         return Attempt::StaleConn;
     }
+    let sent_at = Instant::now();
     if cx.oneway {
         return Attempt::Done(Ok(None));
     }
@@ -127,7 +140,9 @@ async fn attempt<E: Engine>(
                 received_any = true;
                 conn.buf.push(chunk);
             }
-            Ok(None) | Err(_) if !received_any => return Attempt::StaleConn,
+            Ok(None) | Err(_) if !received_any && sent_at.elapsed() < STALE_WINDOW => {
+                return Attempt::StaleConn
+            }
             Ok(None) | Err(_) => return Attempt::Done(Err(ClientError::Closed)),
         }
     };
