@@ -91,6 +91,7 @@ impl<E: Engine> Client<E> {
             let mut p = p.borrow_mut();
             let entry = p.entry(self.id).or_insert_with(|| {
                 let pool = Rc::new(CorePool::<E>::new(self.config.clone()));
+                crate::pool::spawn_keeper(&pool);
                 // The deadline is set per call in the context; the layer enforces it.
                 let svc: CorePipeline<E> =
                     TimeoutLayer::<E>::new(TimeoutConfig { timeout: None }).layer(pool);

@@ -206,3 +206,63 @@ pub(crate) fn has_conn_reset(frame: &Frame) -> bool {
         .and_then(|h| h.str_kv(skeys::CONN_RESET.as_bytes()))
         .is_some_and(|v| !v.is_empty())
 }
+
+/// How often the keeper looks for a stopping runtime and expired idle connections.
+const KEEPER_PERIOD: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Spawns the task that closes `pool`'s idle pooled connections when the runtime stops.
+///
+/// Idle connections live in the core's pipeline table, outside any task, and on io_uring an
+/// idle reader keeps its multishot receive armed: left alone they would hold up the core's
+/// exit until the engine gives up on them. The keeper drops them as soon as the runtime starts
+/// stopping (or, at the latest, when the stopping core drops the keeper itself), and meanwhile
+/// closes idle connections older than the idle timeout.
+pub(crate) fn spawn_keeper<E: Engine>(pool: &std::rc::Rc<CorePool<E>>) {
+    if !matches!(pool.conns, Conns::Pooled(_)) {
+        return;
+    }
+    struct ClearOnDrop<E: Engine>(std::rc::Weak<CorePool<E>>);
+    impl<E: Engine> Drop for ClearOnDrop<E> {
+        fn drop(&mut self) {
+            if let Some(pool) = self.0.upgrade() {
+                pool.drop_idle(|_| true);
+            }
+        }
+    }
+    let guard = ClearOnDrop(std::rc::Rc::downgrade(pool));
+    E::spawn(async move {
+        loop {
+            E::sleep(KEEPER_PERIOD).await;
+            let Some(pool) = guard.0.upgrade() else {
+                return;
+            };
+            if runtime_stopping() {
+                return; // the guard drops every idle connection
+            }
+            pool.drop_expired_idle();
+        }
+    });
+}
+
+/// Whether the current core's runtime is stopping.
+pub(crate) fn runtime_stopping() -> bool {
+    ringrpc_engine::current_runtime().is_some_and(|r| r.is_stopping())
+}
+
+impl<E: Engine> CorePool<E> {
+    /// Drops the idle pooled connections for which `which(idle_since)` holds.
+    fn drop_idle(&self, which: impl Fn(Instant) -> bool) {
+        if let Conns::Pooled(map) = &self.conns {
+            let lists: Vec<_> = map.borrow().values().cloned().collect();
+            for idle in lists {
+                idle.drop_idle(&which);
+            }
+        }
+    }
+
+    fn drop_expired_idle(&self) {
+        if let ConnMode::Pooled { idle_timeout, .. } = self.config.conn_mode {
+            self.drop_idle(|since| since.elapsed() >= idle_timeout);
+        }
+    }
+}

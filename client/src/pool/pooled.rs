@@ -43,6 +43,19 @@ impl<E: Engine> IdleConns<E> {
             idle: RefCell::new(Vec::new()),
         }
     }
+
+    /// Drops the idle connections for which `which(idle_since)` holds.
+    pub(super) fn drop_idle(&self, which: impl Fn(Instant) -> bool) {
+        let dropped: Vec<_> = {
+            let mut list = self.idle.borrow_mut();
+            let (drop, keep) = std::mem::take(&mut *list)
+                .into_iter()
+                .partition(|c| which(c.idle_since));
+            *list = keep;
+            drop
+        };
+        drop(dropped);
+    }
 }
 
 /// An end of stream this soon after the request was sent on a reused connection means the
@@ -153,7 +166,8 @@ async fn attempt<E: Engine>(
             got: frame.head.seq_id,
         }));
     }
-    if !has_conn_reset(&frame) && conn.buf.is_empty() {
+    // A stopping runtime keeps no idle connection (see `spawn_keeper`).
+    if !has_conn_reset(&frame) && conn.buf.is_empty() && !super::runtime_stopping() {
         let mut list = idle.idle.borrow_mut();
         if list.len() < max_idle {
             conn.idle_since = Instant::now();

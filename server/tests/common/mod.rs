@@ -213,7 +213,14 @@ where
     })
     .expect("client runtime starts");
     let result = rx.recv_timeout(limit);
+    let t = Instant::now();
     runtime.stop(Duration::from_millis(50));
+    // Stopping must not wait on the client's idle connections (they live outside any task).
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "client runtime stop took {:?}",
+        t.elapsed()
+    );
     match result {
         Ok(v) => v,
         Err(_) => panic!("client task did not finish within {limit:?}"),
