@@ -522,3 +522,38 @@ fn bytes_dropped_on_other_core_uring() {
         }
     });
 }
+
+thread_local! {
+    static KEPT: RefCell<Vec<<<Uring as Engine>::Stream as Stream>::Reader>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// A reader kept alive outside any task (in a thread-local) with its receive armed must not hold
+/// up the stop: the core cancels every in-flight op when it exits.
+#[test]
+fn stop_with_reader_outside_tasks_uring() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rt = Uring::launch(RuntimeConfig::with_cores(1), move |_| {
+        let tx = tx.clone();
+        async move {
+            let s = <Uring as Engine>::Stream::connect(addr).await.unwrap();
+            let (mut r, w) = s.into_split();
+            let _ = timeout::<Uring, _>(Duration::from_millis(10), r.recv()).await;
+            drop(w);
+            KEPT.with(|k| k.borrow_mut().push(r));
+            let _ = tx.send(());
+        }
+    })
+    .unwrap();
+    let (_peer, _) = listener.accept().unwrap();
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let t = Instant::now();
+    rt.stop(Duration::ZERO);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "stop took {:?}",
+        t.elapsed()
+    );
+}

@@ -433,6 +433,17 @@ fn shutdown(core: &Rc<Core>) {
             tracing::error!(error = %e, "could not cancel the eventfd read");
         }
     }
+    // Ops whose owner outlives the tasks (kept in a thread-local, say) are cancelled too; their
+    // handles find the slot done (or the core gone) when they drop later.
+    for key in core.ops.live_in_flight() {
+        let entry = opcode::AsyncCancel::new(key as u64)
+            .build()
+            .user_data(CANCEL_UD);
+        // SAFETY: ASYNC_CANCEL carries only the target's user_data.
+        if let Err(e) = unsafe { core.ring.push(&entry) } {
+            tracing::error!(error = %e, "could not cancel an operation while stopping");
+        }
+    }
     let start = Instant::now();
     while core.ops.in_flight() > 0 || core.wake_armed.get() || core.ring.pending() > 0 {
         if start.elapsed() > EXIT_WAIT_LIMIT {
@@ -448,6 +459,10 @@ fn shutdown(core: &Rc<Core>) {
         }
         core.reap(usize::MAX);
         core.exec.drop_all();
+    }
+    // Nobody runs after this: close sockets and return buffers that completions still carry.
+    for (kind, cqe) in core.ops.drain_unread() {
+        core.discard(kind, cqe);
     }
     if let Some(pool) = &core.bufs {
         if let Err(e) = core

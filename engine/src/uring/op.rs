@@ -99,6 +99,28 @@ impl Ops {
         self.slots.borrow().iter().filter(|(_, s)| !s.done).count()
     }
 
+    /// Keys of ops in flight whose owner is still alive (stopping cancels them too: their owner
+    /// may live outside any task, e.g. in a thread-local, and would otherwise never complete).
+    pub(crate) fn live_in_flight(&self) -> Vec<usize> {
+        self.slots
+            .borrow()
+            .iter()
+            .filter(|(_, s)| !s.done && !s.cancelled)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Takes every queued, unread completion (for cleanup when the core exits).
+    pub(crate) fn drain_unread(&self) -> Vec<(OpKind, Cqe)> {
+        let mut slots = self.slots.borrow_mut();
+        let mut out = Vec::new();
+        for (_, s) in slots.iter_mut() {
+            let kind = s.kind;
+            out.extend(s.queue.drain(..).map(|c| (kind, c)));
+        }
+        out
+    }
+
     /// Records a completion for op `key`.
     pub(crate) fn complete(&self, key: usize, cqe: Cqe) -> Dispatched {
         let mut slots = self.slots.borrow_mut();
