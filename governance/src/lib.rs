@@ -5,15 +5,28 @@
 //! and the request path takes no locks. Services take `&self` and an explicit context, and their
 //! futures need not be `Send` (they run on the core that called them), as in CloudWeGo's motore.
 //!
-//! Modules, one folder per policy: [`timeout`] (more arrive with the governance issue).
+//! Modules, one folder per policy: [`timeout`], [`retry`] (failure retry, backup requests, retry
+//! budget), [`breaker`] (circuit breakers per method and per instance), [`limit`] (server QPS
+//! and concurrency limits shared across cores), [`balance`] (load balancers), [`acl`] (reject
+//! functions), [`fallback`] (errors turned into replies). Time-dependent state reads a
+//! [`clock::Clock`]. `docs/governance.md` shows how they compose.
 
 #![forbid(unsafe_code)]
 
+pub mod acl;
+pub mod balance;
+pub mod breaker;
+pub mod clock;
 mod context;
+pub mod fallback;
+pub mod limit;
 pub mod metainfo;
+pub mod retry;
 mod service;
 pub mod timeout;
 
+pub use balance::CallTarget;
 pub use context::CallDeadline;
 pub use metainfo::{Backward, Metainfo};
+pub use retry::CallMethod;
 pub use service::{layer_fn, service_fn, Identity, Layer, LayerFn, Service, ServiceFn, Stack};
