@@ -98,9 +98,11 @@ where
         max_frame_size: config.max_frame_size,
     });
     'read: loop {
+        // One clock read per batch of frames: they all arrived with the same receive.
+        let received = Instant::now();
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Decoded::Frame(frame)) => dispatch::<E, S>(&core, &conn, frame),
+                Ok(Decoded::Frame(frame)) => dispatch::<E, S>(&core, &conn, frame, received),
                 Ok(Decoded::NeedMore(_)) => break,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "bad frame; closing connection");
@@ -162,7 +164,7 @@ where
 }
 
 /// Starts the call carried by `frame`.
-fn dispatch<E, S>(core: &Rc<CoreServer<S>>, conn: &Rc<Conn>, frame: Frame)
+fn dispatch<E, S>(core: &Rc<CoreServer<S>>, conn: &Rc<Conn>, frame: Frame, received: Instant)
 where
     E: Engine,
     S: Service<CallContext, Bytes, Response = Bytes, Error = HandlerError> + 'static,
@@ -177,7 +179,7 @@ where
     let core = core.clone();
     let conn = conn.clone();
     let call = async move {
-        let mut cx = CallContext::new(frame.head, conn.peer, core.core, Instant::now());
+        let mut cx = CallContext::new(frame.head, conn.peer, core.core, received);
         let result = core.pipeline.call(&mut cx, frame.body).await;
         if !oneway {
             conn.reply(&cx, result, core.shutting_down.get());
