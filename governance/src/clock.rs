@@ -82,6 +82,23 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
 }
 
+/// Drives a future that completes without waiting on timers or I/O (test services answer at
+/// once), so tests need no runtime.
+///
+/// # Panics
+/// If the future stays pending: it was waiting on something a test cannot drive.
+#[cfg(test)]
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..1000 {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("future stayed pending without a runtime");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,21 +120,4 @@ mod tests {
         let b = SystemClock.now();
         assert!(b >= a);
     }
-}
-
-/// Drives a future that completes without waiting on timers or I/O (test services answer at
-/// once), so tests need no runtime.
-///
-/// # Panics
-/// If the future stays pending: it was waiting on something a test cannot drive.
-#[cfg(test)]
-pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    for _ in 0..1000 {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-    panic!("future stayed pending without a runtime");
 }

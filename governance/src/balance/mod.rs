@@ -321,9 +321,7 @@ pub(crate) mod tests {
         weights
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                Instance::new(SocketAddr::from(([10, 0, 0, i as u8 + 1], 9000)), *w)
-            })
+            .map(|(i, w)| Instance::new(SocketAddr::from(([10, 0, 0, i as u8 + 1], 9000)), *w))
             .collect()
     }
 

@@ -88,7 +88,11 @@ impl LoadBalancer for WeightedRandom {
             return Err(BalanceError::NoAvailable(weighted));
         }
         let mut r = self.rng.below(open_total);
-        for inst in s.instances.iter().filter(|i| i.weight > 0 && available(i.addr)) {
+        for inst in s
+            .instances
+            .iter()
+            .filter(|i| i.weight > 0 && available(i.addr))
+        {
             let w = u64::from(inst.weight);
             if r < w {
                 return Ok(Picked::addr(inst.addr));
@@ -123,7 +127,10 @@ mod tests {
         }
         for (c, w) in counts.iter().zip(weights) {
             let expected = f64::from(n) * f64::from(w) / 10.0;
-            assert!((f64::from(*c) - expected).abs() <= expected * 0.05, "{counts:?}");
+            assert!(
+                (f64::from(*c) - expected).abs() <= expected * 0.05,
+                "{counts:?}"
+            );
         }
     }
 

@@ -26,9 +26,11 @@ impl FastRng {
     /// A generator seeded from the process's hash randomness (different per generator).
     pub fn from_entropy() -> Self {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64));
+        h.write_u64(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        );
         Self::new(h.finish())
     }
 
@@ -84,7 +86,10 @@ mod tests {
             b.next_f64();
             assert!((0.0..1.0).contains(&f));
         }
-        assert_ne!(FastRng::from_entropy().next_u64(), FastRng::from_entropy().next_u64());
+        assert_ne!(
+            FastRng::from_entropy().next_u64(),
+            FastRng::from_entropy().next_u64()
+        );
     }
 
     #[test]

@@ -95,7 +95,10 @@ mod tests {
         }
         for (c, w) in counts.iter().zip(weights) {
             let expected = 10_000.0 * f64::from(w) / 10.0;
-            assert!((f64::from(*c) - expected).abs() <= expected * 0.05, "{counts:?}");
+            assert!(
+                (f64::from(*c) - expected).abs() <= expected * 0.05,
+                "{counts:?}"
+            );
         }
     }
 
