@@ -155,4 +155,135 @@ mod tests {
         ));
         assert_eq!(block_on(ok.call(&mut list, ())), Ok("x".to_owned()));
     }
+
+    /// The client stack docs/governance.md recommends, over a mock transport: it composes and
+    /// each stage does its part.
+    #[test]
+    fn the_recommended_client_stack_composes() {
+        use std::cell::Cell;
+        use std::net::SocketAddr;
+        use std::rc::Rc;
+        use std::time::Instant;
+
+        use ringrpc_engine::baseline::Baseline;
+
+        use crate::acl::{AclError, AclLayer, AclRules};
+        use crate::balance::{BalanceError, BalanceLayer, Instance, WeightedRoundRobin};
+        use crate::breaker::InstanceBreakers;
+        use crate::breaker::{BreakerConfig, BreakerError, BreakerLayer, InstanceBreakerLayer};
+        use crate::retry::{Backoff, RetryConfig, RetryLayer};
+        use crate::timeout::{TimeoutConfig, TimeoutError, TimeoutLayer};
+        use crate::{CallDeadline, CallMethod, CallTarget};
+
+        #[derive(Default)]
+        struct Cx {
+            method: &'static str,
+            target: Option<SocketAddr>,
+            deadline: Option<Instant>,
+        }
+        impl CallMethod for Cx {
+            fn method(&self) -> &str {
+                self.method
+            }
+        }
+        impl CallTarget for Cx {
+            fn target(&self) -> Option<SocketAddr> {
+                self.target
+            }
+            fn set_target(&mut self, t: Option<SocketAddr>) {
+                self.target = t;
+            }
+        }
+        impl CallDeadline for Cx {
+            fn deadline(&self) -> Option<Instant> {
+                self.deadline
+            }
+            fn set_deadline(&mut self, d: Option<Instant>) {
+                self.deadline = d;
+            }
+        }
+
+        #[derive(Debug, PartialEq)]
+        enum ClientError {
+            Closed,
+            Other(String),
+        }
+        macro_rules! other {
+            ($($t:ty),*) => {$(
+                impl From<$t> for ClientError {
+                    fn from(e: $t) -> Self {
+                        Self::Other(e.to_string())
+                    }
+                }
+            )*};
+        }
+        other!(AclError, BalanceError, BreakerError, TimeoutError);
+
+        let bad = SocketAddr::from(([10, 0, 0, 1], 1));
+        let good = SocketAddr::from(([10, 0, 0, 2], 1));
+        let breakers = Rc::new(InstanceBreakers::new(BreakerConfig::default()));
+        let lb = Rc::new(WeightedRoundRobin::new(vec![
+            Instance::new(bad, 1),
+            Instance::new(good, 1),
+        ]));
+        let sent = Cell::new(0);
+        // The transport: the bad instance drops every connection.
+        let transport = service_fn(|cx: &mut Cx, req: u32| {
+            sent.set(sent.get() + 1);
+            let to = cx.target;
+            async move {
+                if to == Some(bad) {
+                    Err(ClientError::Closed)
+                } else {
+                    Ok(format!("{req} from {}", to.unwrap()))
+                }
+            }
+        });
+        let filter = breakers.clone();
+        let stack = InstanceBreakerLayer::new(breakers.clone()).layer(transport);
+        let stack = BalanceLayer::new(lb)
+            .filter(move |a| filter.is_available(a))
+            .layer(stack);
+        let stack = RetryLayer::<Baseline, _>::new(
+            RetryConfig {
+                backoff: Backoff::NONE,
+                ..RetryConfig::default()
+            },
+            |e: &ClientError| *e == ClientError::Closed,
+        )
+        .layer(stack);
+        let stack = BreakerLayer::new(BreakerConfig::default()).layer(stack);
+        let stack = AclLayer::new(AclRules::new().rule(|cx: &Cx, _: &u32| {
+            if cx.method == "admin" {
+                Err(AclError::rejected("no admin calls"))
+            } else {
+                Ok(())
+            }
+        }))
+        .layer(stack);
+        let stack = TimeoutLayer::<Baseline>::new(TimeoutConfig::default()).layer(stack);
+        let stack = fallback_when(
+            |e: &ClientError| matches!(e, ClientError::Other(m) if m.contains("access")),
+            |_: &mut Cx, _| "fallback".to_owned(),
+        )
+        .layer(stack);
+
+        let mut cx = Cx {
+            method: "echo",
+            ..Cx::default()
+        };
+        // WRR tries the bad instance first; the retry re-balances onto the good one.
+        let got = block_on(stack.call(&mut cx, 7));
+        assert_eq!(got, Ok(format!("7 from {good}")));
+        assert_eq!(sent.get(), 2);
+        let mut admin = Cx {
+            method: "admin",
+            ..Cx::default()
+        };
+        assert_eq!(
+            block_on(stack.call(&mut admin, 1)),
+            Ok("fallback".to_owned())
+        );
+        assert_eq!(sent.get(), 2);
+    }
 }
