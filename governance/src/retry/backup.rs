@@ -95,9 +95,11 @@ impl<S, E, C> Layer<S> for BackupLayer<E, C> {
 /// A service that races a delayed second call against a slow first one; see [`BackupLayer`].
 ///
 /// The backup runs with a clone of the context as it was on entry (so a balancer inside may
-/// pick another instance); when the backup wins, its context replaces the caller's. The first
-/// successful reply wins; an error from one call waits for the other, and when both fail the
-/// first call's error is returned. The losing call is dropped, which cancels it.
+/// pick another instance); when the backup wins, its context replaces the caller's. A first call
+/// that ends (even in error) before the delay is returned as is, with no backup. Once both run,
+/// the first successful reply wins; an error from one call waits for the other, and when both
+/// fail the first call's error is returned. The losing call is dropped, which cancels it. No
+/// backup is sent past the context's deadline or when the budget refuses it.
 pub struct Backup<S, E, C> {
     inner: S,
     configs: PerMethod<BackupConfig>,
