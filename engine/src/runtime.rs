@@ -146,6 +146,11 @@ impl CoreShared {
         ran
     }
 
+    /// Drops every waiting job unrun (after the core has exited).
+    fn discard_mail(&self) {
+        while self.mailbox.pop().is_some() {}
+    }
+
     /// Whether jobs are waiting.
     pub(crate) fn has_mail(&self) -> bool {
         !self.mailbox.is_empty()
@@ -302,6 +307,12 @@ impl RuntimeHandle {
             return Err(EngineError::Stopped);
         }
         core.post(Box::new(f));
+        // The runtime may have stopped between the check and the push: then nobody will run
+        // the job, so drop it here (its one-shot sender, if any, tells the waiter).
+        if self.shared.state() == RunState::Stopped {
+            core.discard_mail();
+            return Err(EngineError::Stopped);
+        }
         Ok(())
     }
 
@@ -421,6 +432,12 @@ impl Runtime {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // Every core has exited: later posts fail at once, and jobs posted meanwhile are
+        // dropped so that whoever waits on them learns the runtime is gone.
+        self.handle.shared.force_stop();
+        for core in &self.handle.shared.cores {
+            core.discard_mail();
+        }
     }
 }
 
@@ -429,6 +446,51 @@ impl Drop for Runtime {
         if !self.threads.is_empty() {
             self.handle.shared.force_stop();
             self.join_threads();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::Baseline;
+    use crate::Engine;
+
+    #[test]
+    fn posting_to_a_stopped_runtime_fails_instead_of_hanging() {
+        let rt = Baseline::launch(RuntimeConfig::with_cores(1), |_| async {}).unwrap();
+        let handle = rt.handle();
+        assert_eq!(
+            futures_lite_block_on(handle.run_on(CoreId(0), || 5)).ok(),
+            Some(5)
+        );
+        rt.stop(Duration::from_millis(50));
+        assert!(matches!(
+            handle.post(CoreId(0), || ()),
+            Err(EngineError::Stopped)
+        ));
+        assert!(matches!(
+            futures_lite_block_on(handle.run_on(CoreId(0), || 5)),
+            Err(EngineError::Stopped)
+        ));
+    }
+
+    /// Polls a future to completion on this thread (parking between polls).
+    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park_timeout(Duration::from_millis(100));
         }
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use ringrpc_client::{CallOptions, Client, ClientConfig, ClientError, ConnMode, Protocol, Reply};
+use ringrpc_client::{
+    CallOptions, Client, ClientConfig, ClientError, ConnMode, OutsideClient, Protocol, Reply,
+};
 use ringrpc_codec::keys::str as skeys;
 use ringrpc_codec::thrift::SuccessResult;
 use ringrpc_codec::{
@@ -31,6 +33,8 @@ engine_tests!(
     server_killed_mid_call_then_back_on_same_port_pooled,
     malformed_and_oversized_frames,
     kitex_protobuf_over_ttheader_and_framed,
+    oneway_calls_run_and_get_no_reply,
+    outside_client_calls_from_a_plain_thread,
 );
 
 fn client<E: TestEngine>(addr: SocketAddr) -> ClientConfig {
@@ -746,5 +750,95 @@ fn kitex_protobuf_over_ttheader_and_framed<E: TestEngine>() {
         (r.action.as_str(), r.msg.as_str(), r.n),
         ("raw", "socket", -5)
     );
+    server.shutdown();
+}
+
+/// A oneway call (message type ONEWAY) runs its handler and gets no reply: on a raw socket the
+/// first frame back answers the CALL sent after it; through the client the call returns at once
+/// and the connection keeps working.
+fn oneway_calls_run_and_get_no_reply<E: TestEngine>() {
+    let probe = Arc::new(Probe::default());
+    let server = start_test_server::<E>(&probe, |b| b);
+    let addr = server.local_addr();
+
+    let mut s = raw_connect(addr, Duration::from_secs(5));
+    let mut wire = Vec::new();
+    let mut encoder = FrameEncoder::new();
+    for (kind, seq, action) in [
+        (MessageType::Oneway, 5, "sleep"),
+        (MessageType::Call, 6, "echo"),
+    ] {
+        let head = FrameHead::new(
+            Framing::Framed,
+            PayloadProtocol::ThriftBinary,
+            kind,
+            "Echo",
+            seq,
+        );
+        encoder
+            .encode(&head, echo_body(action, "0"), &mut wire)
+            .unwrap();
+    }
+    write_lenient(&mut s, &wire.concat());
+    let (f, _) = read_frame(&mut s);
+    assert_eq!(
+        (f.head.message_type, f.head.seq_id),
+        (MessageType::Reply, 6)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe.finished.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < deadline, "the oneway handler never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let c = Client::<E>::new(client::<E>(addr));
+    let out = on_core::<E, _, _>(Duration::from_secs(10), move || async move {
+        let oneway = CallOptions {
+            oneway: true,
+            ..CallOptions::default()
+        };
+        let r = c.call_raw("Echo", echo_body("sleep", "0"), oneway).await;
+        let after = echo_ok(&c, "echo", "after oneway".into()).await;
+        (
+            r.map(|reply| reply.body.len()).map_err(|e| e.to_string()),
+            after,
+        )
+    });
+    assert_eq!(out, (Ok(0), Ok(())));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe.finished.load(Ordering::SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the client's oneway call never ran"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.shutdown();
+}
+
+/// Code outside the runtime (the test thread) calls through `OutsideClient`: each call is
+/// posted to a client core and its reply comes back across threads.
+fn outside_client_calls_from_a_plain_thread<E: TestEngine>() {
+    let probe = Arc::new(Probe::default());
+    let server = start_test_server::<E>(&probe, |b| b);
+    let runtime = E::launch(
+        ringrpc_engine::RuntimeConfig::with_cores(2),
+        |_core| async {},
+    )
+    .expect("client runtime starts");
+    let outside = OutsideClient::new(
+        Client::<E>::new(client::<E>(server.local_addr())),
+        runtime.handle(),
+    );
+    for i in 0..20 {
+        let msg = format!("from outside {i}");
+        let reply = outside
+            .call_raw_blocking("Echo", echo_body("echo", &msg), CallOptions::default())
+            .expect("call through the handle");
+        assert_eq!(decode_response(&reply).msg, msg);
+    }
+    runtime.stop(Duration::from_millis(200));
+    let after = outside.call_raw_blocking("Echo", echo_body("echo", "x"), CallOptions::default());
+    assert!(matches!(after, Err(ClientError::Closed)), "{after:?}");
     server.shutdown();
 }
