@@ -450,6 +450,23 @@ impl Drop for Runtime {
     }
 }
 
+/// Pins the calling thread to `cpu`.
+fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data for which all-zero is the empty set; CPU_SET writes inside
+    // it (it checks the index against the set size), and sched_setaffinity reads exactly
+    // size_of::<cpu_set_t>() bytes from the pointer we pass.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,22 +509,5 @@ mod tests {
             }
             std::thread::park_timeout(Duration::from_millis(100));
         }
-    }
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data for which all-zero is the empty set; CPU_SET writes inside
-    // it (it checks the index against the set size), and sched_setaffinity reads exactly
-    // size_of::<cpu_set_t>() bytes from the pointer we pass.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
