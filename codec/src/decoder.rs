@@ -125,7 +125,7 @@ impl FrameDecoder {
         // Parse before consuming so that an error leaves `buf` untouched.
         let frame_bytes = buf.peek_bytes(total).expect("length checked");
         let frame = match kind {
-            Kind::TtHeader => decode_ttheader_frame(frame_bytes)?,
+            Kind::TtHeader => decode_ttheader_frame(frame_bytes, self.config.max_frame_size)?,
             Kind::Buffered => decode_payload(
                 frame_bytes,
                 Framing::Buffered,
@@ -170,7 +170,7 @@ fn buffered_message_len(buf: &LinkBuf, limit: usize) -> Result<usize, SkipStop> 
 }
 
 /// Decodes a whole TTHeader frame (LENGTH field included).
-fn decode_ttheader_frame(frame: Bytes) -> Result<Frame, CodecError> {
+fn decode_ttheader_frame(frame: Bytes, max_frame_size: usize) -> Result<Frame, CodecError> {
     let mut prefix = &frame[4..PREFIX_LEN];
     let _magic = prefix.get_u16();
     let flags = prefix.get_u16();
@@ -184,7 +184,8 @@ fn decode_ttheader_frame(frame: Bytes) -> Result<Frame, CodecError> {
         });
     }
     let info = frame.slice(PREFIX_LEN..PREFIX_LEN + header_bytes);
-    let header = TtHeader::decode_info(info, flags, seq_id)?;
+    // The key-value index may take at most the frame limit in memory, like the frame itself.
+    let header = TtHeader::decode_info_within(info, flags, seq_id, max_frame_size)?;
     let payload = frame.slice(PREFIX_LEN + header_bytes..);
     let word = |at: usize| -> u32 {
         payload

@@ -62,6 +62,15 @@ pub enum CodecError {
         /// Bytes left in the enclosing region.
         available: usize,
     },
+    /// Decoding: the TTHeader's key-value entries would take more memory to index than the
+    /// frame limit allows (each entry costs a few dozen bytes of index for as few as 4 wire bytes).
+    #[error("TTHeader has {entries} key-value entries; the frame limit allows {limit}")]
+    TooManyHeaderEntries {
+        /// Entries announced so far.
+        entries: usize,
+        /// Most entries the limit allows.
+        limit: usize,
+    },
     /// Encoding: the TTHeader info area would exceed 64 KiB (spec §1.3).
     #[error("TTHeader info of {0} bytes exceeds the 65536-byte limit")]
     HeaderTooLarge(usize),

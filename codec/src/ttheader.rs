@@ -228,7 +228,34 @@ impl TtHeader {
     }
 
     /// Decodes the header-info area (`4 × HEADER SIZE` bytes at frame offset 14).
-    pub fn decode_info(mut info: Bytes, flags: u16, seq_id: i32) -> Result<Self, CodecError> {
+    pub fn decode_info(info: Bytes, flags: u16, seq_id: i32) -> Result<Self, CodecError> {
+        Self::decode_info_within(info, flags, seq_id, usize::MAX)
+    }
+
+    /// Index memory one decoded key-value entry takes (the larger of the two entry kinds).
+    pub const ENTRY_INDEX_BYTES: usize = size_of::<(Bytes, Bytes)>();
+
+    /// [`TtHeader::decode_info`], refusing headers whose key-value index would take more than
+    /// `max_index_bytes` of memory ([`CodecError::TooManyHeaderEntries`]). The frame decoder
+    /// passes its frame limit, so decoding never allocates more than the limit for the index.
+    pub fn decode_info_within(
+        mut info: Bytes,
+        flags: u16,
+        seq_id: i32,
+        max_index_bytes: usize,
+    ) -> Result<Self, CodecError> {
+        let max_entries = max_index_bytes / Self::ENTRY_INDEX_BYTES;
+        let check_entries = |h: &Self, more: usize| {
+            let entries = h.str_kvs.len() + h.int_kvs.len() + more;
+            if entries > max_entries {
+                Err(CodecError::TooManyHeaderEntries {
+                    entries,
+                    limit: max_entries,
+                })
+            } else {
+                Ok(())
+            }
+        };
         let protocol_id = take_u8(&mut info, "protocol id")?;
         if !protocol_id::ACCEPTED.contains(&protocol_id) {
             return Err(CodecError::UnknownProtocolId(protocol_id));
@@ -252,6 +279,7 @@ impl TtHeader {
                 info_id::KEY_VALUE => {
                     let count = take_u16(&mut info, "string kv count")? as usize;
                     check_count(count, 4, info.remaining())?;
+                    check_entries(&header, count)?;
                     header.str_kvs.reserve(count);
                     for _ in 0..count {
                         let k = take_str(&mut info, "string key")?;
@@ -262,6 +290,7 @@ impl TtHeader {
                 info_id::INT_KEY_VALUE => {
                     let count = take_u16(&mut info, "int kv count")? as usize;
                     check_count(count, 4, info.remaining())?;
+                    check_entries(&header, count)?;
                     header.int_kvs.reserve(count);
                     for _ in 0..count {
                         let k = take_u16(&mut info, "int key")?;

@@ -414,3 +414,46 @@ fn linkbuf_reads_across_segments() {
     assert!(b.is_empty() && b.segment_count() == 0);
     assert_eq!(b.read_u16(), None);
 }
+
+/// A TTHeader whose key-value index would need more memory than the frame limit is refused:
+/// 200 empty int values are 800 wire bytes but over 8 KiB of index.
+#[test]
+fn header_entries_over_the_limit_are_refused() {
+    let mut head = FrameHead::new(
+        Framing::TtHeaderFramed,
+        PayloadProtocol::ThriftBinary,
+        MessageType::Call,
+        "Echo",
+        1,
+    );
+    let h = head.header_mut();
+    for k in 0..200u16 {
+        h.set_int_kv(k, Bytes::new());
+    }
+    let mut wire = Vec::new();
+    FrameEncoder::new()
+        .encode(&head, Bytes::from_static(&[0]), &mut wire)
+        .unwrap();
+    let wire: Vec<u8> = wire.concat();
+    assert!(wire.len() < 1024, "{} wire bytes", wire.len());
+    let mut buf = LinkBuf::new();
+    buf.push(Bytes::from(wire.clone()));
+    let err = FrameDecoder::new(DecoderConfig {
+        max_frame_size: 1024,
+    })
+    .decode(&mut buf)
+    .unwrap_err();
+    assert!(
+        matches!(err, CodecError::TooManyHeaderEntries { entries: 200, .. }),
+        "{err:?}"
+    );
+    // With room for the index the same frame decodes.
+    let mut buf = LinkBuf::new();
+    buf.push(Bytes::from(wire));
+    let ok = FrameDecoder::new(DecoderConfig {
+        max_frame_size: 64 * 1024,
+    })
+    .decode(&mut buf)
+    .unwrap();
+    assert!(matches!(ok, Decoded::Frame(f) if f.head.header().unwrap().int_kvs.len() == 200));
+}
