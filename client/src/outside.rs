@@ -2,9 +2,12 @@
 //!
 //! Each call is posted to one of the runtime's cores (round-robin), runs there on that core's
 //! pool, and its result comes back through a `Send` one-shot channel. The cost over a call made
-//! on a core is one mailbox push and wake-up of the core (an eventfd write on io_uring) and one
-//! cross-thread wake of the caller, typically a few microseconds; code that makes many calls
-//! should run on the runtime instead.
+//! on a core: a boxed closure pushed to the core's mailbox (a lock-free queue), a wake-up of the
+//! core if it sleeps (an eventfd write on io_uring, a channel notify on the baseline), a task
+//! spawned there, and on completion a mutex-guarded hand-off plus a wake of the caller's thread
+//! (an `unpark` for [`OutsideClient::call_raw_blocking`]). That is two cross-thread wake-ups per
+//! call, each a system call when the other side sleeps; code that makes many calls should run
+//! on the runtime instead.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
