@@ -48,6 +48,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
@@ -57,6 +58,7 @@ pub mod protobuf;
 pub mod thrift;
 pub mod ttheader;
 
+pub use body::{BodyCodec, ProtobufCodec, ThriftCodec};
 pub use decoder::{Decoded, DecoderConfig, FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
 pub use encoder::{
     encode_exception, encode_frame, EncodeBody, FnBody, FrameEncoder, ProstBody, ThriftBody,

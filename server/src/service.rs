@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use ringrpc_codec::{ApplicationException, ExceptionKind};
+use ringrpc_codec::{ApplicationException, BodyCodec, ExceptionKind, ProtobufCodec, ThriftCodec};
 use ringrpc_governance::Service;
 use thrift::protocol::TSerializable;
 
@@ -72,16 +72,16 @@ fn decode_error(e: ringrpc_codec::CodecError) -> HandlerError {
     ))
 }
 
-struct ThriftMethod<F, A> {
+/// A method with typed request and reply bodies in payload codec `C`.
+struct TypedMethod<F, A, C> {
     f: F,
-    _args: PhantomData<fn(A)>,
+    _types: PhantomData<fn(A, C)>,
 }
 
-impl<F, A, R> Method for ThriftMethod<F, A>
+impl<F, A, R, C> Method for TypedMethod<F, A, C>
 where
     F: AsyncFn(&mut CallContext, A) -> Result<R, HandlerError>,
-    A: TSerializable,
-    R: TSerializable,
+    C: BodyCodec<A> + BodyCodec<R>,
 {
     fn call<'a>(
         &'a self,
@@ -89,33 +89,9 @@ where
         body: Bytes,
     ) -> LocalBoxFuture<'a, Result<Bytes, HandlerError>> {
         Box::pin(async move {
-            let args = ringrpc_codec::thrift::read_body::<A>(body).map_err(decode_error)?;
+            let args = <C as BodyCodec<A>>::read(body).map_err(decode_error)?;
             let result = (self.f)(cx, args).await?;
-            encode_body(|buf| ringrpc_codec::thrift::write_body(&result, buf))
-        })
-    }
-}
-
-struct ProtobufMethod<F, A> {
-    f: F,
-    _args: PhantomData<fn(A)>,
-}
-
-impl<F, A, R> Method for ProtobufMethod<F, A>
-where
-    F: AsyncFn(&mut CallContext, A) -> Result<R, HandlerError>,
-    A: prost::Message + Default,
-    R: prost::Message,
-{
-    fn call<'a>(
-        &'a self,
-        cx: &'a mut CallContext,
-        body: Bytes,
-    ) -> LocalBoxFuture<'a, Result<Bytes, HandlerError>> {
-        Box::pin(async move {
-            let args = ringrpc_codec::protobuf::read_body::<A>(body).map_err(decode_error)?;
-            let result = (self.f)(cx, args).await?;
-            encode_body(|buf| ringrpc_codec::protobuf::write_body(&result, buf))
+            encode_body(|buf| <C as BodyCodec<R>>::write(&result, buf))
         })
     }
 }
@@ -174,34 +150,38 @@ impl ServiceDef {
 
     /// Adds a Thrift method: `handler(cx, args)` with the method's `_args` struct, answering its
     /// `_result` struct.
-    pub fn thrift_method<F, A, R>(mut self, name: &str, handler: F) -> Self
+    pub fn thrift_method<F, A, R>(self, name: &str, handler: F) -> Self
     where
         F: AsyncFn(&mut CallContext, A) -> Result<R, HandlerError> + 'static,
         A: TSerializable + 'static,
         R: TSerializable + 'static,
     {
-        self.methods.insert(
-            Bytes::copy_from_slice(name.as_bytes()),
-            Box::new(ThriftMethod {
-                f: handler,
-                _args: PhantomData,
-            }),
-        );
-        self
+        self.typed_method::<ThriftCodec, F, A, R>(name, handler)
     }
 
     /// Adds a Kitex Protobuf method: `handler(cx, request)` answering the response message.
-    pub fn protobuf_method<F, A, R>(mut self, name: &str, handler: F) -> Self
+    pub fn protobuf_method<F, A, R>(self, name: &str, handler: F) -> Self
     where
         F: AsyncFn(&mut CallContext, A) -> Result<R, HandlerError> + 'static,
         A: prost::Message + Default + 'static,
-        R: prost::Message + 'static,
+        R: prost::Message + Default + 'static,
+    {
+        self.typed_method::<ProtobufCodec, F, A, R>(name, handler)
+    }
+
+    /// Adds a method whose request and reply bodies are read and written by codec `C`.
+    pub fn typed_method<C, F, A, R>(mut self, name: &str, handler: F) -> Self
+    where
+        C: BodyCodec<A> + BodyCodec<R> + 'static,
+        F: AsyncFn(&mut CallContext, A) -> Result<R, HandlerError> + 'static,
+        A: 'static,
+        R: 'static,
     {
         self.methods.insert(
             Bytes::copy_from_slice(name.as_bytes()),
-            Box::new(ProtobufMethod {
+            Box::new(TypedMethod::<F, A, C> {
                 f: handler,
-                _args: PhantomData,
+                _types: PhantomData,
             }),
         );
         self
