@@ -18,6 +18,7 @@ pub mod balance;
 pub mod breaker;
 pub mod clock;
 mod context;
+pub mod discovery;
 pub mod fallback;
 pub mod limit;
 pub mod metainfo;
