@@ -4,27 +4,25 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use ringrpc_codec::keys::str as skeys;
-use ringrpc_codec::{parse_int_value, MessageType, PayloadProtocol, TtHeader};
+use ringrpc_codec::{PayloadProtocol, TtHeader};
 use ringrpc_engine::Engine;
-use ringrpc_governance::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
-use ringrpc_governance::{Backward, CallDeadline, Layer, Service};
+use ringrpc_governance::balance::Instance;
+use ringrpc_governance::breaker::BreakerState;
+use ringrpc_governance::{Backward, CallDeadline, Service};
 use thrift::protocol::TSerializable;
 
-use crate::error::BizError;
+use crate::pipeline::CoreClient;
 use crate::pool::CorePool;
 use crate::{CallOptions, ClientConfig, ClientContext, ClientError};
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A core's pipeline: the timeout layer around the core's pool.
-type CorePipeline<E> = Timeout<Rc<CorePool<E>>, E>;
 
 thread_local! {
     /// Each client's pipeline on this core, by client id (built on first use).
@@ -83,7 +81,7 @@ impl<E: Engine> Client<E> {
         &self.config
     }
 
-    fn pipeline(&self) -> Result<Rc<CorePipeline<E>>, ClientError> {
+    fn pipeline(&self) -> Result<Rc<CoreClient<E>>, ClientError> {
         if ringrpc_engine::current_core().is_none() {
             return Err(ClientError::NotOnCore);
         }
@@ -92,16 +90,29 @@ impl<E: Engine> Client<E> {
             let entry = p.entry(self.id).or_insert_with(|| {
                 let pool = Rc::new(CorePool::<E>::new(self.config.clone()));
                 crate::pool::spawn_keeper(&pool);
-                // The deadline is set per call in the context; the layer enforces it.
-                let svc: CorePipeline<E> =
-                    TimeoutLayer::<E>::new(TimeoutConfig { timeout: None }).layer(pool);
-                Rc::new(svc) as Rc<dyn Any>
+                Rc::new(CoreClient::new(&self.config, pool)) as Rc<dyn Any>
             });
             entry
                 .clone()
-                .downcast::<CorePipeline<E>>()
+                .downcast::<CoreClient<E>>()
                 .map_err(|_| ClientError::NotOnCore)
         })
+    }
+
+    /// The state of `addr`'s instance breaker on the calling core (breakers are per core).
+    /// `None` when instance breakers are off or the call is not made on a runtime core.
+    pub fn instance_breaker_state(&self, addr: SocketAddr) -> Option<BreakerState> {
+        self.pipeline().ok()?.instance_state(addr)
+    }
+
+    /// Replaces the instance list on the calling core (a discovery update; post it to every
+    /// core of the runtime). Breakers of instances that left are forgotten.
+    ///
+    /// # Errors
+    /// [`ClientError::NotOnCore`] off a runtime core.
+    pub fn set_instances_on_this_core(&self, instances: Vec<Instance>) -> Result<(), ClientError> {
+        self.pipeline()?.set_instances(instances);
+        Ok(())
     }
 
     /// Calls `method` with an encoded request body (the args struct or protobuf message) and
@@ -126,54 +137,16 @@ impl<E: Engine> Client<E> {
         opts: CallOptions,
         payload: Option<PayloadProtocol>,
     ) -> Result<Reply, ClientError> {
-        let pipeline = self.pipeline()?;
+        let core = self.pipeline()?;
         let mut cx = ClientContext::new(method);
         cx.payload = payload;
         cx.metainfo = opts.metainfo;
         cx.address = opts.address;
         cx.oneway = opts.oneway;
         let timeout = opts.timeout.or(self.config.rpc_timeout);
-        let deadline = timeout.map(|t| Instant::now() + t);
-        cx.set_deadline(deadline);
-        let frame = pipeline.call(&mut cx, body).await?;
-        let Some(frame) = frame else {
-            return Ok(Reply {
-                body: Bytes::new(),
-                header: None,
-                backward: Backward::default(),
-            });
-        };
-        let backward = frame
-            .head
-            .header()
-            .map(Backward::read_reply)
-            .unwrap_or_default();
-        match frame.head.message_type {
-            MessageType::Exception => {
-                // The server enforces the deadline we sent and answers an exception when it
-                // passes; if that beats our own timer, the call still ends as a timeout.
-                if let (Some(deadline), Some(t)) = (deadline, timeout) {
-                    if Instant::now() >= deadline {
-                        return Err(ClientError::Timeout(t));
-                    }
-                }
-                let e = frame.exception()?;
-                Err(ClientError::Remote {
-                    kind: e.kind,
-                    message: e.message,
-                })
-            }
-            _ => {
-                if let Some(biz) = frame.head.header().and_then(biz_error) {
-                    return Err(ClientError::Biz(biz));
-                }
-                Ok(Reply {
-                    body: frame.body,
-                    header: frame.head.header,
-                    backward,
-                })
-            }
-        }
+        cx.timeout = timeout;
+        cx.set_deadline(timeout.map(|t| Instant::now() + t));
+        core.pipeline.call(&mut cx, body).await
     }
 
     /// Calls a Thrift method: `args` is the method's `_args` struct, the result its `_result`
@@ -224,23 +197,4 @@ impl<E: Engine> Client<E> {
             .await?;
         Ok(ringrpc_codec::protobuf::read_body(reply.body)?)
     }
-}
-
-/// The business error a reply header carries, if its `biz-status` is non-zero.
-fn biz_error(h: &TtHeader) -> Option<BizError> {
-    let status = h
-        .str_kv(skeys::BIZ_STATUS.as_bytes())
-        .and_then(|v| parse_int_value(v))?;
-    if status == 0 {
-        return None;
-    }
-    let text = |k: &str| {
-        h.str_kv(k.as_bytes())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    Some(BizError {
-        status: i32::try_from(status).unwrap_or(i32::MAX),
-        message: text(skeys::BIZ_MESSAGE).unwrap_or_default(),
-        extra: text(skeys::BIZ_EXTRA),
-    })
 }

@@ -1,10 +1,18 @@
 //! Client configuration and per-call options.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use ringrpc_codec::{Framing, PayloadProtocol};
+use ringrpc_governance::acl::AclRules;
+use ringrpc_governance::balance::Instance;
+use ringrpc_governance::breaker::BreakerConfig;
+use ringrpc_governance::retry::{BackupConfig, BudgetConfig, PerMethod, RetryConfig, RetryPolicy};
 use ringrpc_governance::Metainfo;
+
+use crate::{ClientContext, ClientError, Reply};
 
 /// How requests are framed on the wire.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,11 +91,129 @@ impl ConnMode {
     }
 }
 
+/// Which load balancer picks the instance of each call (per core, over
+/// [`ClientConfig::instances`] or [`ClientConfig::targets`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LoadBalancerKind {
+    /// Smooth weighted round-robin (nginx): exact shares, interleaved. Default.
+    #[default]
+    RoundRobin,
+    /// A weighted random draw per call.
+    Random,
+    /// Power of two choices: two random instances, the one with fewer calls in flight on this
+    /// core (per weight) wins.
+    PowerOfTwo,
+    /// Consistent hashing on [`ClientConfig::hash_key`] (by default a hash of the request
+    /// body): the same key goes to the same instance while it is available.
+    ConsistentHash,
+}
+
+/// Which errors a retry may follow; see [`ClientConfig::retry_policy`].
+#[derive(Clone)]
+pub struct ErrorFilter(Arc<dyn Fn(&ClientError) -> bool + Send + Sync>);
+
+impl ErrorFilter {
+    /// A filter from a closure.
+    pub fn new(f: impl Fn(&ClientError) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The default: connection errors ([`ClientError::is_connection_error`]), timeouts, and
+    /// server over-limit rejections ([`ClientError::is_over_limit`], the server ran nothing).
+    pub fn connection_and_timeout() -> Self {
+        Self::new(|e| {
+            e.is_connection_error() || e.is_over_limit() || matches!(e, ClientError::Timeout(_))
+        })
+    }
+
+    /// Whether `e` passes.
+    pub fn matches(&self, e: &ClientError) -> bool {
+        (self.0)(e)
+    }
+}
+
+impl Default for ErrorFilter {
+    fn default() -> Self {
+        Self::connection_and_timeout()
+    }
+}
+
+impl std::fmt::Debug for ErrorFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ErrorFilter(..)")
+    }
+}
+
+impl RetryPolicy<ClientError> for ErrorFilter {
+    fn is_retryable(&self, error: &ClientError) -> bool {
+        self.matches(error)
+    }
+}
+
+/// The hash key of a call for [`LoadBalancerKind::ConsistentHash`]; see
+/// [`ClientConfig::hash_key`].
+#[derive(Clone)]
+pub struct HashKeyFn(pub(crate) Arc<dyn Fn(&ClientContext, &Bytes) -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for HashKeyFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashKeyFn(..)")
+    }
+}
+
+/// A fallback: turns a failed call's error into a reply, or passes it on; see
+/// [`ClientConfig::fallback`].
+pub type FallbackFn =
+    Arc<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError> + Send + Sync>;
+
+/// [`FallbackFn`] with a `Debug` impl.
+#[derive(Clone)]
+pub struct Fallback(pub(crate) FallbackFn);
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fallback(..)")
+    }
+}
+
 /// Client settings.
+///
+/// Governance (all off by default except round-robin balancing): each core builds its own
+/// pipeline from this configuration on its first call, so breakers, balancer counters and the
+/// retry budget live on that core and the request path takes no lock. The pipeline, outermost
+/// first: fallback, timeout ([`ClientConfig::rpc_timeout`]), ACL, method breaker, backup,
+/// retry, load balancer, instance breaker, transport.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Server addresses, used round-robin.
+    /// Server addresses, all of weight 1; used when [`ClientConfig::instances`] is empty.
     pub targets: Vec<SocketAddr>,
+    /// Weighted server instances. When non-empty they replace `targets`. Default empty.
+    pub instances: Vec<Instance>,
+    /// The load balancer. Default [`LoadBalancerKind::RoundRobin`].
+    pub balancer: LoadBalancerKind,
+    /// The key for consistent hashing. Default `None`: a hash of the request body.
+    pub hash_key: Option<HashKeyFn>,
+    /// Failure retry per method. Default: no method. **Retry only idempotent methods**: a
+    /// timed-out or dropped call may have run on the server.
+    pub retry: PerMethod<RetryConfig>,
+    /// Which errors are retried. Default [`ErrorFilter::connection_and_timeout`].
+    pub retry_policy: ErrorFilter,
+    /// Backup requests per method (idempotent reads). Default: no method. A method should have
+    /// either a backup or a retry configuration, not both.
+    pub backup: PerMethod<BackupConfig>,
+    /// The budget shared by retries and backups on each core. Default [`BudgetConfig::default`]
+    /// (20% of calls plus 10 per second per core, over 10 s).
+    pub retry_budget: BudgetConfig,
+    /// A circuit breaker per method (per core). Default `None`: off. Business errors and this
+    /// client's own rejections do not count as failures.
+    pub breaker: Option<BreakerConfig>,
+    /// A circuit breaker per instance (per core); the balancer skips open instances. Default
+    /// `None`: off.
+    pub instance_breaker: Option<BreakerConfig>,
+    /// Reject rules run before each call. Default: none.
+    pub acl: AclRules<ClientContext, Bytes>,
+    /// Turns errors into replies. Default `None`.
+    pub fallback: Option<Fallback>,
     /// Wire protocol. Default TTHeaderFramed.
     pub protocol: Protocol,
     /// Connection sharing. Default multiplexed, one connection per address per core.
@@ -108,6 +234,17 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             targets: Vec::new(),
+            instances: Vec::new(),
+            balancer: LoadBalancerKind::default(),
+            hash_key: None,
+            retry: PerMethod::none(),
+            retry_policy: ErrorFilter::default(),
+            backup: PerMethod::none(),
+            retry_budget: BudgetConfig::default(),
+            breaker: None,
+            instance_breaker: None,
+            acl: AclRules::new(),
+            fallback: None,
             protocol: Protocol::default(),
             conn_mode: ConnMode::default(),
             connect_timeout: Duration::from_secs(1),
@@ -157,6 +294,98 @@ impl ClientConfig {
         self.service_name = Some(name.into());
         self
     }
+
+    /// Calls these weighted instances instead of `targets`.
+    pub fn instances(mut self, instances: Vec<Instance>) -> Self {
+        self.instances = instances;
+        self
+    }
+
+    /// Sets the load balancer.
+    pub fn balancer(mut self, kind: LoadBalancerKind) -> Self {
+        self.balancer = kind;
+        self
+    }
+
+    /// Sets the consistent-hashing key of a call, e.g.
+    /// `|cx, _| hash_key(cx.metainfo.persistent("uid").unwrap_or("").as_bytes())`.
+    pub fn hash_key(
+        mut self,
+        key: impl Fn(&ClientContext, &Bytes) -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        self.hash_key = Some(HashKeyFn(Arc::new(key)));
+        self
+    }
+
+    /// Retries the methods `retry` covers (`PerMethod::all(RetryConfig::default())` for every
+    /// method, `PerMethod::none().method("Get", cfg)` for one). Only idempotent methods should
+    /// be retried.
+    pub fn retry(mut self, retry: PerMethod<RetryConfig>) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Retries only errors `policy` accepts (default: connection errors, timeouts, server
+    /// over-limit rejections).
+    pub fn retry_policy(
+        mut self,
+        policy: impl Fn(&ClientError) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.retry_policy = ErrorFilter::new(policy);
+        self
+    }
+
+    /// Sets the per-core retry budget.
+    pub fn retry_budget(mut self, budget: BudgetConfig) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// Sends backup requests for the methods `backup` covers.
+    pub fn backup(mut self, backup: PerMethod<BackupConfig>) -> Self {
+        self.backup = backup;
+        self
+    }
+
+    /// Turns on a circuit breaker per method.
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// Turns on a circuit breaker per instance; open instances get no calls.
+    pub fn instance_breaker(mut self, config: BreakerConfig) -> Self {
+        self.instance_breaker = Some(config);
+        self
+    }
+
+    /// Sets the reject rules.
+    pub fn acl(mut self, rules: AclRules<ClientContext, Bytes>) -> Self {
+        self.acl = rules;
+        self
+    }
+
+    /// Sets a fallback: `f(cx, error)` returns `Ok(reply)` to answer instead, `Err(e)` to fail.
+    /// It sees every error, timeouts and rejections included.
+    pub fn fallback(
+        mut self,
+        f: impl Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.fallback = Some(Fallback(Arc::new(f)));
+        self
+    }
+
+    /// The instances the balancer picks from: `instances`, or `targets` with weight 1.
+    pub fn effective_instances(&self) -> Vec<Instance> {
+        if self.instances.is_empty() {
+            self.targets.iter().map(|a| Instance::new(*a, 1)).collect()
+        } else {
+            self.instances.clone()
+        }
+    }
 }
 
 /// Options of one call, overriding the client's.
@@ -182,6 +411,12 @@ impl CallOptions {
     /// Sets the metainfo.
     pub fn metainfo(mut self, m: Metainfo) -> Self {
         self.metainfo = m;
+        self
+    }
+
+    /// Calls `addr`, bypassing the load balancer (its instance breaker still applies).
+    pub fn address(mut self, addr: SocketAddr) -> Self {
+        self.address = Some(addr);
         self
     }
 }

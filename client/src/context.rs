@@ -1,17 +1,21 @@
 //! The per-call context of the client pipeline.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ringrpc_codec::PayloadProtocol;
-use ringrpc_governance::{Backward, CallDeadline, Metainfo};
+use ringrpc_governance::{Backward, CallDeadline, CallMethod, CallTarget, Metainfo};
 
 /// What the client pipeline knows about one call.
-#[derive(Debug, Default)]
+///
+/// Cloned for a backup request (the backup runs on its own copy; the winner's copy replaces the
+/// caller's).
+#[derive(Debug, Default, Clone)]
 pub struct ClientContext {
     /// Method name.
     pub method: String,
-    /// Address chosen for the call (set by the pool).
+    /// Address of the instance called: pinned by the caller ([`crate::CallOptions::address`]),
+    /// else set by the load balancer for each attempt.
     pub address: Option<SocketAddr>,
     /// Metainfo to send.
     pub metainfo: Metainfo,
@@ -23,6 +27,10 @@ pub struct ClientContext {
     /// `None` uses the configured protocol's.
     pub payload: Option<PayloadProtocol>,
     deadline: Option<Instant>,
+    /// The RPC timeout the deadline came from (to report a late exception as a timeout).
+    pub(crate) timeout: Option<Duration>,
+    /// Instances an earlier attempt of this call failed on (a retry prefers the others).
+    failed: Vec<SocketAddr>,
 }
 
 impl ClientContext {
@@ -42,5 +50,31 @@ impl CallDeadline for ClientContext {
 
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
+    }
+}
+
+impl CallMethod for ClientContext {
+    fn method(&self) -> &str {
+        &self.method
+    }
+}
+
+impl CallTarget for ClientContext {
+    fn target(&self) -> Option<SocketAddr> {
+        self.address
+    }
+
+    fn set_target(&mut self, target: Option<SocketAddr>) {
+        self.address = target;
+    }
+
+    fn failed_on(&self, addr: SocketAddr) -> bool {
+        self.failed.contains(&addr)
+    }
+
+    fn note_failure(&mut self, addr: SocketAddr) {
+        if !self.failed.contains(&addr) {
+            self.failed.push(addr);
+        }
     }
 }

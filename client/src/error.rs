@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringrpc_codec::{CodecError, ExceptionKind};
+use ringrpc_governance::acl::AclError;
+use ringrpc_governance::balance::BalanceError;
+use ringrpc_governance::breaker::BreakerError;
 use ringrpc_governance::timeout::TimeoutError;
 
 /// A business error the server answered (TTHeader `biz-status`, `biz-message`, `biz-extra`).
@@ -68,6 +71,19 @@ pub enum ClientError {
     /// The call was made outside a runtime core (use [`crate::OutsideClient`]).
     #[error("not on a runtime core")]
     NotOnCore,
+    /// A circuit breaker failed the call fast: the method's ([`BreakerError::Open`]) or, for a
+    /// call pinned to an address, that instance's ([`BreakerError::InstanceOpen`]). Nothing
+    /// was sent.
+    #[error("{0}")]
+    CircuitOpen(BreakerError),
+    /// The load balancer had no instance to pick: none configured
+    /// ([`BalanceError::NoInstance`]) or every instance's breaker open
+    /// ([`BalanceError::NoAvailable`]). Nothing was sent.
+    #[error("{0}")]
+    NoInstance(BalanceError),
+    /// A client ACL rule rejected the call. Nothing was sent.
+    #[error("{0}")]
+    AclRejected(AclError),
 }
 
 impl ClientError {
@@ -78,6 +94,45 @@ impl ClientError {
             self,
             Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Closed
         )
+    }
+}
+
+impl ClientError {
+    /// Whether the server turned the call away for its rate or concurrency limit (an
+    /// exception whose message starts with [`OVER_LIMIT_MESSAGE`]). Nothing ran; the call may be
+    /// sent again later or elsewhere.
+    pub fn is_over_limit(&self) -> bool {
+        matches!(self, Self::Remote { message, .. } if message.starts_with(OVER_LIMIT_MESSAGE))
+    }
+
+    /// Whether the call failed on this side before anything was sent: an open breaker, no
+    /// instance, or an ACL rule.
+    pub fn is_local_rejection(&self) -> bool {
+        matches!(
+            self,
+            Self::CircuitOpen(_) | Self::NoInstance(_) | Self::AclRejected(_) | Self::NotOnCore
+        )
+    }
+}
+
+/// How a ringrpc server's over-limit exception message starts (Kitex's `ErrOverlimit` text).
+pub const OVER_LIMIT_MESSAGE: &str = "request over limit";
+
+impl From<BreakerError> for ClientError {
+    fn from(e: BreakerError) -> Self {
+        Self::CircuitOpen(e)
+    }
+}
+
+impl From<BalanceError> for ClientError {
+    fn from(e: BalanceError) -> Self {
+        Self::NoInstance(e)
+    }
+}
+
+impl From<AclError> for ClientError {
+    fn from(e: AclError) -> Self {
+        Self::AclRejected(e)
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! call_thrift / call_protobuf / call_raw
-//!   ─▶ pipeline (timeout layer) ─▶ per-core pool ─▶ encode (FrameEncoder) ─▶ connection
+//!   ─▶ pipeline (fallback, timeout, ACL, breaker, backup, retry, balancer, instance breaker)
+//!   ─▶ per-core pool ─▶ encode (FrameEncoder) ─▶ connection
 //!   ◀─ reply matched by seq id (multiplexed) or read in turn (pooled) ◀─ FrameDecoder ◀─ recv
 //! ```
 //!
@@ -18,10 +19,16 @@ mod config;
 mod context;
 mod error;
 mod outside;
+mod pipeline;
 mod pool;
 
 pub use client::{Client, Reply};
-pub use config::{CallOptions, ClientConfig, ConnMode, Protocol};
+pub use config::{
+    CallOptions, ClientConfig, ConnMode, ErrorFilter, Fallback, FallbackFn, HashKeyFn,
+    LoadBalancerKind, Protocol,
+};
 pub use context::ClientContext;
-pub use error::{BizError, ClientError};
+pub use error::{BizError, ClientError, OVER_LIMIT_MESSAGE};
 pub use outside::OutsideClient;
+/// The governance crate, for its configuration types (`retry::RetryConfig`, `breaker::BreakerConfig`, ...).
+pub use ringrpc_governance as governance;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use ringrpc_codec::keys::{int, str as skeys};
 use ringrpc_codec::FrameHead;
 use ringrpc_engine::CoreId;
-use ringrpc_governance::{Backward, CallDeadline, Metainfo};
+use ringrpc_governance::{Backward, CallDeadline, CallMethod, Metainfo};
 
 /// Everything about one call except its body.
 #[derive(Debug)]
@@ -110,5 +110,11 @@ impl CallDeadline for CallContext {
 
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
+    }
+}
+
+impl CallMethod for CallContext {
+    fn method(&self) -> &str {
+        std::str::from_utf8(&self.head.method).unwrap_or("")
     }
 }

@@ -1,6 +1,8 @@
 //! What a handler can answer instead of a reply, and what can stop a server.
 
 use ringrpc_codec::{ApplicationException, ExceptionKind};
+use ringrpc_governance::acl::AclError;
+use ringrpc_governance::limit::LimitError;
 use ringrpc_governance::timeout::TimeoutError;
 
 /// A business error: a normal reply whose TTHeader carries `biz-status`, `biz-message` and
@@ -57,6 +59,24 @@ impl From<ApplicationException> for HandlerError {
 
 impl From<TimeoutError> for HandlerError {
     fn from(e: TimeoutError) -> Self {
+        Self::internal(e.to_string())
+    }
+}
+
+/// How the exception answering a call over the server's rate or concurrency limit starts
+/// (Kitex's `ErrOverlimit` text); the client's `ClientError::is_over_limit` looks for it.
+pub const OVER_LIMIT_MESSAGE: &str = "request over limit";
+
+impl From<LimitError> for HandlerError {
+    /// An `INTERNAL_ERROR` exception `request over limit: <which limit>`, sent at once.
+    fn from(e: LimitError) -> Self {
+        Self::internal(format!("{OVER_LIMIT_MESSAGE}: {e}"))
+    }
+}
+
+impl From<AclError> for HandlerError {
+    /// An `INTERNAL_ERROR` exception with the rule's reason.
+    fn from(e: AclError) -> Self {
         Self::internal(e.to_string())
     }
 }

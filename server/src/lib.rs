@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! socket ─▶ engine recv (Bytes) ─▶ LinkBuf ─▶ FrameDecoder ─▶ CallContext + body
-//!        ─▶ pipeline (timeout layer ─▶ Router ─▶ your handler) ─▶ encoded reply body
+//!        ─▶ pipeline (rate limit ─▶ ACL ─▶ timeout ─▶ Router ─▶ your handler) ─▶ encoded reply body
 //!        ─▶ FrameEncoder (request's framing, seq id, TTHeader keys) ─▶ Outbox ─▶ one send per turn
 //! ```
 //!
@@ -24,6 +24,8 @@ mod server;
 mod service;
 
 pub use context::CallContext;
-pub use error::{BizError, HandlerError, ServerError};
+pub use error::{BizError, HandlerError, ServerError, OVER_LIMIT_MESSAGE};
+/// The governance crate, for its configuration types (`limit::LimitConfig`, `acl::AclRules`).
+pub use ringrpc_governance as governance;
 pub use server::{EngineKind, RunningServer, Server, ServerBuilder, ServerConfig, ServerHandle};
 pub use service::{ServiceDef, SCRATCH_RESERVE};

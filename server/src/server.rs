@@ -8,16 +8,20 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ringrpc_engine::baseline::Baseline;
 use ringrpc_engine::local::Notify;
 use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{CoreId, Engine, Listener, Runtime, RuntimeConfig, RuntimeHandle};
+use ringrpc_governance::acl::{AclLayer, AclRules};
+use ringrpc_governance::clock::SystemClock;
+use ringrpc_governance::limit::{GlobalLimit, LimitConfig, LimitLayer};
 use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
-use ringrpc_governance::Layer;
+use ringrpc_governance::{Layer, Service};
 
 use crate::conn::{serve, CoreServer};
 use crate::service::Router;
-use crate::{ServerError, ServiceDef};
+use crate::{CallContext, HandlerError, ServerError, ServiceDef};
 
 /// Which I/O engine runs the server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,6 +76,16 @@ pub struct ServerConfig {
     pub handler_timeout: Option<Duration>,
     /// How long shutdown waits for in-flight calls. Default 5 s (Kitex's `ExitWaitTime`).
     pub shutdown_grace: Duration,
+    /// Calls per second and calls in flight admitted by the whole server (all cores together;
+    /// each core enforces a share that follows its demand, rebalanced every `sync_period` off
+    /// the request path). A call over the limit is answered at once with an `INTERNAL_ERROR`
+    /// exception whose message starts with `request over limit`; nothing queues. Default `None`:
+    /// no limit.
+    pub rate_limit: Option<LimitConfig>,
+    /// Reject rules over the caller (peer, method, service, metainfo), run after the rate limit
+    /// and before the handler; a rejected call is answered with an `INTERNAL_ERROR` exception
+    /// carrying the rule's reason. Default: no rules.
+    pub acl: AclRules<CallContext, Bytes>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +104,8 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(30),
             handler_timeout: None,
             shutdown_grace: Duration::from_secs(5),
+            rate_limit: None,
+            acl: AclRules::new(),
         }
     }
 }
@@ -198,6 +214,19 @@ impl ServerBuilder {
         self
     }
 
+    /// Limits the whole server's QPS and/or concurrency (see [`ServerConfig::rate_limit`]), e.g.
+    /// `LimitConfig { max_qps: Some(2_000), ..Default::default() }`.
+    pub fn rate_limit(mut self, limit: LimitConfig) -> Self {
+        self.config.rate_limit = Some(limit);
+        self
+    }
+
+    /// Sets the reject rules (see [`ServerConfig::acl`]).
+    pub fn acl(mut self, rules: AclRules<CallContext, Bytes>) -> Self {
+        self.config.acl = rules;
+        self
+    }
+
     /// Adds a service. `factory` runs once on every core, so each core has its own handlers.
     pub fn service<F>(mut self, factory: F) -> Self
     where
@@ -253,6 +282,10 @@ fn start_on<E: Engine>(
         pin: config.pin.clone(),
         name: format!("ringrpc-{}", E::NAME),
     };
+    // One set of server-wide limits; each core takes its limiter from it in `accept_loop`.
+    let global = config
+        .rate_limit
+        .map(|l| GlobalLimit::new(l, config.cores.max(1)));
     let cfg = config.clone();
     let runtime = E::launch(rt_config, move |core| {
         // Core 0 binds the configured address first; the others bind the port it got, so
@@ -290,9 +323,10 @@ fn start_on<E: Engine>(
         let services: Vec<ServiceDef> = factories.iter().map(|f| f()).collect();
         let cfg = cfg.clone();
         let open_conns = open_conns.clone();
+        let global = global.clone();
         async move {
             let Some(listener) = listener else { return };
-            accept_loop::<E>(id, core, listener, services, cfg, open_conns).await;
+            accept_loop::<E>(id, core, listener, services, cfg, open_conns, global).await;
         }
     })?;
     let mut local_addr = None;
@@ -329,11 +363,25 @@ async fn accept_loop<E: Engine>(
     services: Vec<ServiceDef>,
     config: Arc<ServerConfig>,
     open_conns: Arc<AtomicUsize>,
+    global: Option<Arc<GlobalLimit>>,
 ) {
-    let pipeline = TimeoutLayer::<E>::new(TimeoutConfig {
-        timeout: config.handler_timeout,
-    })
-    .layer(Router::new(services));
+    // The per-core pipeline, outermost first: limit, ACL, timeout, router.
+    let inner = AclLayer::new(config.acl.clone()).layer(
+        TimeoutLayer::<E>::new(TimeoutConfig {
+            timeout: config.handler_timeout,
+        })
+        .layer(Router::new(services)),
+    );
+    let limiter = global
+        .and_then(|g| g.core(core.0, SystemClock))
+        .map(Rc::new);
+    let pipeline = match limiter {
+        Some(limiter) => {
+            limiter.spawn_sync::<E>(); // core 0's task also rebalances the shares
+            Maybe::On(LimitLayer::new(limiter).layer(inner))
+        }
+        None => Maybe::Off(inner),
+    };
     let state = Rc::new(CoreServer {
         pipeline,
         config: config.clone(),
@@ -370,6 +418,28 @@ async fn accept_loop<E: Engine>(
         }
     }
     SHUTDOWN_HOOKS.with(|h| h.borrow_mut().remove(&id));
+}
+
+/// A pipeline stage that is configured (`On`) or skipped (`Off`, the inner service itself).
+enum Maybe<A, B> {
+    On(A),
+    Off(B),
+}
+
+impl<A, B> Service<CallContext, Bytes> for Maybe<A, B>
+where
+    A: Service<CallContext, Bytes, Response = Bytes, Error = HandlerError>,
+    B: Service<CallContext, Bytes, Response = Bytes, Error = HandlerError>,
+{
+    type Response = Bytes;
+    type Error = HandlerError;
+
+    async fn call(&self, cx: &mut CallContext, req: Bytes) -> Result<Bytes, HandlerError> {
+        match self {
+            Self::On(a) => a.call(cx, req).await,
+            Self::Off(b) => b.call(cx, req).await,
+        }
+    }
 }
 
 /// A cloneable, `Send` handle that shuts the server down.

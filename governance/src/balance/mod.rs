@@ -157,6 +157,16 @@ pub trait CallTarget {
     fn target(&self) -> Option<SocketAddr>;
     /// Sets the instance.
     fn set_target(&mut self, target: Option<SocketAddr>);
+
+    /// Whether an earlier attempt of this call failed on `addr`; [`Balance`] then prefers the
+    /// other instances (a retry goes elsewhere when it can). Default: never.
+    fn failed_on(&self, _addr: SocketAddr) -> bool {
+        false
+    }
+
+    /// Records that an attempt of this call failed on `addr` (called by [`Balance`]). Default:
+    /// forgets it.
+    fn note_failure(&mut self, _addr: SocketAddr) {}
 }
 
 /// Where a [`BalanceLayer`] gets a call's hash key from.
@@ -294,9 +304,12 @@ where
             Some(addr) => Ok(Picked::addr(addr)),
             None => {
                 let key = self.key.key(cx, &req);
-                match &self.filter {
-                    Some(f) => self.balancer.pick(key, &**f),
-                    None => self.balancer.pick(key, &|_| true),
+                let allowed = |a| self.filter.as_ref().is_none_or(|f| f(a));
+                // Instances this call already failed on come last: first without them, then,
+                // if nothing else is available, with them.
+                match self.balancer.pick(key, &|a| allowed(a) && !cx.failed_on(a)) {
+                    Err(BalanceError::NoAvailable(_)) => self.balancer.pick(key, &allowed),
+                    picked => picked,
                 }
             }
         };
@@ -305,6 +318,9 @@ where
             cx.set_target(Some(picked.addr));
             let result = self.inner.call(cx, req).await;
             drop(picked.guard);
+            if result.is_err() && pinned.is_none() {
+                cx.note_failure(picked.addr);
+            }
             cx.set_target(pinned);
             result
         }

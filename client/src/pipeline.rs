@@ -1,0 +1,324 @@
+//! The per-core client pipeline, built once per client per core from the shared configuration.
+//!
+//! Outermost first (docs/governance.md):
+//!
+//! ```text
+//! Fallback? ─▶ Timeout ─▶ Acl ─▶ Breaker? (per method) ─▶ Backup ─▶ Retry ─▶ Balance
+//!   ─▶ InstanceBreaker? ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
+//! ```
+//!
+//! Stages marked `?` are absent (not merely idle) when not configured. Backup and retry cost one
+//! lookup in an empty per-method table for methods they do not cover. Every stage keeps its
+//! state on the core (breakers, balancer counters, retry budget), so no lock is taken.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ringrpc_codec::keys::str as skeys;
+use ringrpc_codec::{parse_int_value, MessageType, TtHeader};
+use ringrpc_engine::Engine;
+use ringrpc_governance::acl::{Acl, AclLayer};
+use ringrpc_governance::balance::{
+    hash_key, Balance, BalanceError, BalanceLayer, ConsistentHash, Instance, LoadBalancer, PickKey,
+    Picked, PowerOfTwo, WeightedRandom, WeightedRoundRobin,
+};
+use ringrpc_governance::breaker::{
+    BreakerLayer, BreakerService, BreakerState, InstanceBreakerLayer, InstanceBreakerService,
+    InstanceBreakers,
+};
+use ringrpc_governance::clock::SystemClock;
+use ringrpc_governance::fallback::{Fallback, FallbackLayer};
+use ringrpc_governance::retry::{Backup, BackupLayer, Retry, RetryBudget, RetryLayer};
+use ringrpc_governance::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
+use ringrpc_governance::{Backward, CallDeadline, Layer, Service};
+
+use crate::config::{ErrorFilter, HashKeyFn, LoadBalancerKind};
+use crate::error::BizError;
+use crate::pool::{CorePool, TransportReply};
+use crate::{ClientConfig, ClientContext, ClientError, Reply};
+
+/// A stage that is either configured (`On`) or skipped (`Off`, the inner service itself).
+#[derive(Debug)]
+pub(crate) enum Maybe<A, B> {
+    On(A),
+    Off(B),
+}
+
+impl<Cx, Req, A, B> Service<Cx, Req> for Maybe<A, B>
+where
+    A: Service<Cx, Req>,
+    B: Service<Cx, Req, Response = A::Response, Error = A::Error>,
+{
+    type Response = A::Response;
+    type Error = A::Error;
+
+    async fn call(&self, cx: &mut Cx, req: Req) -> Result<A::Response, A::Error> {
+        match self {
+            Self::On(a) => a.call(cx, req).await,
+            Self::Off(b) => b.call(cx, req).await,
+        }
+    }
+}
+
+/// Turns the transport's reply frame into a [`Reply`] or a typed error, inside the pipeline,
+/// so that breakers and retries see remote exceptions and business errors.
+pub(crate) struct Decode<S>(S);
+
+impl<S> Service<ClientContext, Bytes> for Decode<S>
+where
+    S: Service<ClientContext, Bytes, Response = TransportReply, Error = ClientError>,
+{
+    type Response = Reply;
+    type Error = ClientError;
+
+    async fn call(&self, cx: &mut ClientContext, body: Bytes) -> Result<Reply, ClientError> {
+        let frame = self.0.call(cx, body).await?;
+        let Some(frame) = frame else {
+            return Ok(Reply {
+                body: Bytes::new(),
+                header: None,
+                backward: Backward::default(),
+            });
+        };
+        match frame.head.message_type {
+            MessageType::Exception => {
+                // The server enforces the deadline we sent and answers an exception when it
+                // passes; if that beats our own timer, the call still ends as a timeout.
+                if let (Some(deadline), Some(t)) = (cx.deadline(), cx.timeout) {
+                    if Instant::now() >= deadline {
+                        return Err(ClientError::Timeout(t));
+                    }
+                }
+                let e = frame.exception()?;
+                Err(ClientError::Remote {
+                    kind: e.kind,
+                    message: e.message,
+                })
+            }
+            _ => {
+                if let Some(biz) = frame.head.header().and_then(biz_error) {
+                    return Err(ClientError::Biz(biz));
+                }
+                let backward = frame
+                    .head
+                    .header()
+                    .map(Backward::read_reply)
+                    .unwrap_or_default();
+                Ok(Reply {
+                    body: frame.body,
+                    header: frame.head.header,
+                    backward,
+                })
+            }
+        }
+    }
+}
+
+/// The business error a reply header carries, if its `biz-status` is non-zero.
+fn biz_error(h: &TtHeader) -> Option<BizError> {
+    let status = h
+        .str_kv(skeys::BIZ_STATUS.as_bytes())
+        .and_then(|v| parse_int_value(v))?;
+    if status == 0 {
+        return None;
+    }
+    let text = |k: &str| {
+        h.str_kv(k.as_bytes())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    Some(BizError {
+        status: i32::try_from(status).unwrap_or(i32::MAX),
+        message: text(skeys::BIZ_MESSAGE).unwrap_or_default(),
+        extra: text(skeys::BIZ_EXTRA),
+    })
+}
+
+/// The configured balancer, one per client per core.
+#[derive(Debug)]
+pub(crate) enum AnyBalancer {
+    RoundRobin(WeightedRoundRobin),
+    Random(WeightedRandom),
+    PowerOfTwo(PowerOfTwo),
+    ConsistentHash(ConsistentHash),
+}
+
+impl AnyBalancer {
+    fn new(kind: LoadBalancerKind, instances: Vec<Instance>) -> Self {
+        match kind {
+            LoadBalancerKind::RoundRobin => Self::RoundRobin(WeightedRoundRobin::new(instances)),
+            LoadBalancerKind::Random => Self::Random(WeightedRandom::new(instances)),
+            LoadBalancerKind::PowerOfTwo => Self::PowerOfTwo(PowerOfTwo::new(instances)),
+            LoadBalancerKind::ConsistentHash => {
+                Self::ConsistentHash(ConsistentHash::new(instances))
+            }
+        }
+    }
+
+    fn inner(&self) -> &dyn LoadBalancer {
+        match self {
+            Self::RoundRobin(b) => b,
+            Self::Random(b) => b,
+            Self::PowerOfTwo(b) => b,
+            Self::ConsistentHash(b) => b,
+        }
+    }
+}
+
+impl LoadBalancer for AnyBalancer {
+    fn pick(
+        &self,
+        key: u64,
+        available: &dyn Fn(SocketAddr) -> bool,
+    ) -> Result<Picked, BalanceError> {
+        match self {
+            Self::RoundRobin(b) => b.pick(key, available),
+            Self::Random(b) => b.pick(key, available),
+            Self::PowerOfTwo(b) => b.pick(key, available),
+            Self::ConsistentHash(b) => b.pick(key, available),
+        }
+    }
+
+    fn update(&self, instances: Vec<Instance>) {
+        self.inner().update(instances);
+    }
+
+    fn instances(&self) -> Vec<Instance> {
+        self.inner().instances()
+    }
+}
+
+/// The hash key of a call: only computed for consistent hashing.
+pub(crate) struct CallKey {
+    consistent: bool,
+    key: Option<HashKeyFn>,
+}
+
+impl PickKey<ClientContext, Bytes> for CallKey {
+    fn key(&self, cx: &ClientContext, body: &Bytes) -> u64 {
+        if !self.consistent {
+            return 0;
+        }
+        match &self.key {
+            Some(f) => (f.0)(cx, body),
+            None => hash_key(body),
+        }
+    }
+}
+
+type FailFn = fn(&ClientError) -> bool;
+
+/// What a method breaker counts: everything but business errors and this client's own
+/// rejections (an open breaker, an ACL rule).
+fn method_failure(e: &ClientError) -> bool {
+    !matches!(
+        e,
+        ClientError::Biz(_) | ClientError::AclRejected(_) | ClientError::CircuitOpen(_)
+    )
+}
+
+/// What an instance breaker counts: what the instance did (connection errors, timeouts,
+/// exceptions), not business errors or local rejections.
+fn instance_failure(e: &ClientError) -> bool {
+    !matches!(e, ClientError::Biz(_)) && !e.is_local_rejection()
+}
+
+type Transport<E> = Decode<Rc<CorePool<E>>>;
+type WithInstance<E> =
+    Maybe<InstanceBreakerService<Transport<E>, SystemClock, FailFn>, Transport<E>>;
+type Balanced<E> = Balance<WithInstance<E>, Rc<AnyBalancer>, CallKey>;
+type Retried<E> = Retry<Balanced<E>, E, ErrorFilter, SystemClock>;
+type Backed<E> = Backup<Retried<E>, E, SystemClock>;
+type Broken<E> = Maybe<BreakerService<Backed<E>, SystemClock, FailFn>, Backed<E>>;
+type Guarded<E> = Acl<Broken<E>, ClientContext, Bytes>;
+type Timed<E> = Timeout<Guarded<E>, E>;
+type FallbackBox = Box<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError>>;
+
+/// The whole pipeline of one core.
+pub(crate) type Pipeline<E> = Maybe<Fallback<Timed<E>, FallbackBox>, Timed<E>>;
+
+/// One client's governance state on one core.
+pub(crate) struct CoreClient<E: Engine> {
+    pub(crate) pipeline: Pipeline<E>,
+    balancer: Rc<AnyBalancer>,
+    instance_breakers: Option<Rc<InstanceBreakers>>,
+}
+
+impl<E: Engine> CoreClient<E> {
+    /// Builds the pipeline around `pool` from `config` (on the core that will use it).
+    pub(crate) fn new(config: &ClientConfig, pool: Rc<CorePool<E>>) -> Self {
+        let transport = Decode(pool);
+        let instance_breakers = config
+            .instance_breaker
+            .map(|c| Rc::new(InstanceBreakers::new(c)));
+        let svc: WithInstance<E> = match &instance_breakers {
+            Some(b) => Maybe::On(
+                InstanceBreakerLayer::new(b.clone())
+                    .failure_policy(instance_failure as FailFn)
+                    .layer(transport),
+            ),
+            None => Maybe::Off(transport),
+        };
+        let balancer = Rc::new(AnyBalancer::new(
+            config.balancer,
+            config.effective_instances(),
+        ));
+        let mut balance = BalanceLayer::new(balancer.clone());
+        if let Some(b) = &instance_breakers {
+            let b = b.clone();
+            balance = balance.filter(move |a| b.is_available(a));
+        }
+        let svc: Balanced<E> = balance
+            .key(CallKey {
+                consistent: config.balancer == LoadBalancerKind::ConsistentHash,
+                key: config.hash_key.clone(),
+            })
+            .layer(svc);
+        let budget = Rc::new(RetryBudget::new(config.retry_budget));
+        let svc: Retried<E> =
+            RetryLayer::<E, _>::new(config.retry.clone(), config.retry_policy.clone())
+                .budget(budget.clone())
+                .layer(svc);
+        let svc: Backed<E> = BackupLayer::<E>::new(config.backup.clone())
+            .budget(budget)
+            .layer(svc);
+        let svc: Broken<E> = match config.breaker {
+            Some(c) => Maybe::On(
+                BreakerLayer::new(c)
+                    .failure_policy(method_failure as FailFn)
+                    .layer(svc),
+            ),
+            None => Maybe::Off(svc),
+        };
+        let svc: Guarded<E> = AclLayer::new(config.acl.clone()).layer(svc);
+        // The deadline is set per call in the context; the layer enforces it.
+        let svc: Timed<E> = TimeoutLayer::<E>::new(TimeoutConfig { timeout: None }).layer(svc);
+        let pipeline = match &config.fallback {
+            Some(f) => {
+                let f = f.0.clone();
+                let f: FallbackBox = Box::new(move |cx, e| f(cx, e));
+                Maybe::On(FallbackLayer::new(f).layer(svc))
+            }
+            None => Maybe::Off(svc),
+        };
+        Self {
+            pipeline,
+            balancer,
+            instance_breakers,
+        }
+    }
+
+    /// The state of `addr`'s instance breaker on this core (`None`: instance breakers off).
+    pub(crate) fn instance_state(&self, addr: SocketAddr) -> Option<BreakerState> {
+        self.instance_breakers.as_ref().map(|b| b.state(addr))
+    }
+
+    /// Replaces this core's instance list; breakers of instances that left are forgotten.
+    pub(crate) fn set_instances(&self, instances: Vec<Instance>) {
+        if let Some(b) = &self.instance_breakers {
+            b.retain(|a| instances.iter().any(|i| i.addr == a));
+        }
+        self.balancer.update(instances);
+    }
+}
