@@ -172,6 +172,10 @@ pub struct ServerArgs {
     /// Number of server cores (threads).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_count)]
     pub cores: usize,
+    /// Serve through the governance pipeline: a server-wide QPS and concurrency limit far
+    /// above the load, a handler timeout, and a per-core call counter (as an ACL rule).
+    #[arg(long)]
+    pub governance: bool,
 }
 
 /// Load-shape flags shared by `load` and `compare`.
@@ -203,6 +207,11 @@ pub struct LoadOptions {
     /// closed loop.
     #[arg(long, value_name = "REQ_PER_SEC", value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// Call through the client's governance pipeline (method and instance breakers, weighted
+    /// round-robin, a per-core call counter as an ACL rule). With `compare`, each engine runs
+    /// twice, bare then governed (server with `--governance` too), to measure the overhead.
+    #[arg(long)]
+    pub governance: bool,
 }
 
 impl LoadOptions {

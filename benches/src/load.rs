@@ -15,7 +15,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringrpc_client::{CallOptions, Client, ClientConfig, ClientError, ConnMode, Protocol};
+use ringrpc_client::governance::acl::AclRules;
+use ringrpc_client::governance::breaker::BreakerConfig;
+use ringrpc_client::{
+    CallOptions, Client, ClientConfig, ClientContext, ClientError, ConnMode, LoadBalancerKind,
+    Protocol,
+};
 use ringrpc_engine::baseline::Baseline;
 use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{Engine, RuntimeConfig};
@@ -95,6 +100,9 @@ fn error_kind(e: &ClientError) -> &'static str {
         ClientError::BadSequence { .. } => "bad-sequence",
         ClientError::Closed => "closed",
         ClientError::NoTarget | ClientError::NotOnCore => "setup",
+        ClientError::CircuitOpen(_) => "circuit-open",
+        ClientError::NoInstance(_) => "no-instance",
+        ClientError::AclRejected(_) => "acl",
     }
 }
 
@@ -125,11 +133,14 @@ fn run_load_on<E: Engine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
             idle_timeout: Duration::from_secs(60),
         },
     };
-    let config = ClientConfig::new(plan.targets.clone())
+    let mut config = ClientConfig::new(plan.targets.clone())
         .protocol(protocol(o.protocol))
         .conn_mode(conn_mode)
         .service_name(THRIFT_SERVICE)
         .rpc_timeout(Some(Duration::from_secs(5)));
+    if o.governance {
+        config = governed(config);
+    }
     let client = Client::<E>::new(config);
     let body = request_body(protobuf, o.payload);
     let method = if protobuf {
@@ -245,6 +256,25 @@ fn run_load_on<E: Engine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
         errors_by_kind,
     };
     Ok(LoadOutcome { report, histogram })
+}
+
+thread_local! {
+    /// Calls counted by the governed client's counting rule on this core.
+    static COUNTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The client governance pipeline of `--governance`: breakers per method and per instance,
+/// weighted round-robin, and a per-core call counter (an ACL rule that admits everything) as
+/// the stand-in for metrics. The timeout is the RPC timeout, on in both runs.
+fn governed(config: ClientConfig) -> ClientConfig {
+    config
+        .balancer(LoadBalancerKind::RoundRobin)
+        .breaker(BreakerConfig::default())
+        .instance_breaker(BreakerConfig::default())
+        .acl(AclRules::new().rule(|_: &ClientContext, _: &Bytes| {
+            COUNTED.with(|c| c.set(c.get() + 1));
+            Ok(())
+        }))
 }
 
 fn sleep_until(t: Instant) {

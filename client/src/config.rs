@@ -153,7 +153,10 @@ impl RetryPolicy<ClientError> for ErrorFilter {
 /// The hash key of a call for [`LoadBalancerKind::ConsistentHash`]; see
 /// [`ClientConfig::hash_key`].
 #[derive(Clone)]
-pub struct HashKeyFn(pub(crate) Arc<dyn Fn(&ClientContext, &Bytes) -> u64 + Send + Sync>);
+pub struct HashKeyFn(pub(crate) KeyFn);
+
+/// A closure computing a call's hash key from its context and request body.
+pub(crate) type KeyFn = Arc<dyn Fn(&ClientContext, &Bytes) -> u64 + Send + Sync>;
 
 impl std::fmt::Debug for HashKeyFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

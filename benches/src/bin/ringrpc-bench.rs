@@ -10,6 +10,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ringrpc_benches::args::{Cli, Command, CompareArgs, EngineArg, LoadArgs, ServerArgs};
 use ringrpc_benches::echo::echo_service;
 use ringrpc_benches::histogram::LatencyHistogram;
@@ -17,7 +18,9 @@ use ringrpc_benches::load::{run_load, LoadOutcome, LoadPlan};
 use ringrpc_benches::plot::write_percentile_svg;
 use ringrpc_benches::procstat::allowed_cpus;
 use ringrpc_benches::report::{print_comparison, print_run, Report};
-use ringrpc_server::{EngineKind, Server};
+use ringrpc_server::governance::acl::AclRules;
+use ringrpc_server::governance::limit::LimitConfig;
+use ringrpc_server::{CallContext, EngineKind, Server};
 
 /// What the `server` subcommand prints once it listens; `compare` waits for it.
 const READY_PREFIX: &str = "listening on ";
@@ -50,15 +53,39 @@ fn resolve(addr: &str) -> Result<SocketAddr, AnyError> {
         .ok_or_else(|| format!("{addr} resolves to no address").into())
 }
 
+thread_local! {
+    /// Calls counted by the governed server's counting rule on this core.
+    static COUNTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 fn serve(a: &ServerArgs) -> Result<(), AnyError> {
-    let server = Server::builder()
+    let mut builder = Server::builder()
         .addr(resolve(&a.addr)?)
         .cores(a.cores)
         .engine(engine_kind(a.engine))
         .service(echo_service)
-        .shutdown_grace(Duration::from_secs(1))
-        .start()?;
-    println!("{READY_PREFIX}{} engine {}", server.local_addr(), a.engine);
+        .shutdown_grace(Duration::from_secs(1));
+    if a.governance {
+        // Limits far above any load here: every call pays for the check, none is refused.
+        builder = builder
+            .rate_limit(LimitConfig {
+                max_qps: Some(100_000_000),
+                max_concurrency: Some(1_000_000),
+                ..LimitConfig::default()
+            })
+            .handler_timeout(Duration::from_secs(5))
+            .acl(AclRules::new().rule(|_: &CallContext, _: &Bytes| {
+                COUNTED.with(|c| c.set(c.get() + 1));
+                Ok(())
+            }));
+    }
+    let server = builder.start()?;
+    let gov = if a.governance { " governance" } else { "" };
+    println!(
+        "{READY_PREFIX}{} engine {}{gov}",
+        server.local_addr(),
+        a.engine
+    );
     std::io::stdout().flush()?;
     server.wait_for_signal()?;
     Ok(())
@@ -132,6 +159,7 @@ fn spawn_server(
     addr: &str,
     cpus: &str,
     cores: usize,
+    governance: bool,
 ) -> Result<(ServerChild, SocketAddr), AnyError> {
     let exe = std::env::current_exe()?;
     let mut child = Process::new("taskset")
@@ -139,6 +167,7 @@ fn spawn_server(
         .arg(exe)
         .args(["server", "--engine", engine.as_str(), "--addr", addr])
         .args(["--cores", &cores.to_string()])
+        .args(governance.then_some("--governance"))
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the server with taskset: {e}"))?;
@@ -156,32 +185,62 @@ fn spawn_server(
 fn compare(a: &CompareArgs) -> Result<(), AnyError> {
     let allowed = allowed_cpus()?;
     let client_cpus = a.client_cpus(&allowed)?;
+    // With --governance each engine runs bare, then governed on both sides.
+    let modes: &[bool] = if a.load.governance {
+        &[false, true]
+    } else {
+        &[false]
+    };
     let mut outcomes = Vec::new();
     for &engine in &a.engines {
-        let (child, addr) = spawn_server(
-            engine,
-            &a.addr,
-            &a.server_cores.to_string(),
-            a.server_cores.len(),
-        )?;
-        eprintln!(
-            "{engine}: server on {addr} (cpus {}), load from cpus {client_cpus}",
-            a.server_cores
-        );
-        let outcome = run_load(&LoadPlan {
-            targets: vec![addr],
-            options: a.load.clone(),
-            cores: client_cpus.len(),
-            pin: Some(client_cpus.cpus().to_vec()),
-            server_pid: Some(child.0.id()),
-            label: Some(engine.as_str().to_owned()),
-            engine: Some(engine.as_str().to_owned()),
-        })?;
-        drop(child);
-        print_run(&outcome.report);
-        outcomes.push(outcome);
+        for &governance in modes {
+            let (child, addr) = spawn_server(
+                engine,
+                &a.addr,
+                &a.server_cores.to_string(),
+                a.server_cores.len(),
+                governance,
+            )?;
+            let label = if governance {
+                format!("{engine}+governance")
+            } else {
+                engine.as_str().to_owned()
+            };
+            eprintln!(
+                "{label}: server on {addr} (cpus {}), load from cpus {client_cpus}",
+                a.server_cores
+            );
+            let mut options = a.load.clone();
+            options.governance = governance;
+            let outcome = run_load(&LoadPlan {
+                targets: vec![addr],
+                options,
+                cores: client_cpus.len(),
+                pin: Some(client_cpus.cpus().to_vec()),
+                server_pid: Some(child.0.id()),
+                label: Some(label),
+                engine: Some(engine.as_str().to_owned()),
+            })?;
+            drop(child);
+            print_run(&outcome.report);
+            outcomes.push(outcome);
+        }
     }
     let reports: Vec<_> = outcomes.iter().map(|o| o.report.clone()).collect();
     print_comparison(&reports);
+    if a.load.governance {
+        for pair in reports.chunks(2) {
+            if let [bare, governed] = pair {
+                let cost = 1.0 - governed.qps / bare.qps;
+                println!(
+                    "governance overhead ({}): {:.0} -> {:.0} QPS, {:+.1}%",
+                    bare.name(),
+                    bare.qps,
+                    governed.qps,
+                    -cost * 100.0
+                );
+            }
+        }
+    }
     write_outputs(&outcomes, a.json.as_deref(), a.plot.as_deref())
 }
