@@ -22,6 +22,7 @@ pub mod discovery;
 pub mod fallback;
 pub mod limit;
 pub mod metainfo;
+pub mod obs;
 pub mod retry;
 mod service;
 pub mod timeout;

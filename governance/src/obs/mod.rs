@@ -1,0 +1,40 @@
+//! Observability: per-core call metrics, Prometheus exposition, and per-call tracing.
+//!
+//! - [`metrics`]: [`CoreMetrics`] per core (plain `Cell` counters: calls, errors by kind and
+//!   latency histograms per method, calls in flight, connections), recorded by a
+//!   [`MetricsLayer`]; a [`MetricsRegistry`] (`Send + Sync`, cloneable) merges every core's
+//!   snapshot off the request path and adds the engine's per-core counters.
+//! - [`prometheus`]: the text exposition format; [`http::MetricsServer`] serves it at
+//!   `GET /metrics` from a plain thread.
+//! - [`trace`]: a `tracing` span per call ([`TraceLayer`]) and Kitex-style [`Tracer`] hooks
+//!   ([`TracerLayer`]).
+//!
+//! Wiring, on a server (the client is the same with `MetricsConfig::subsystem("client")`):
+//!
+//! ```ignore
+//! // Builder, once:
+//! let registry = MetricsRegistry::new(MetricsConfig::subsystem("server"));
+//! registry.attach_runtime(runtime.handle());
+//! let _endpoint = MetricsServer::serve("0.0.0.0:9100".parse()?, registry.clone())?;
+//! // Each core, outermost first, so rejections and timeouts are counted too:
+//! let metrics = registry.core_metrics();            // Rc<CoreMetrics> of this core
+//! let svc = TraceLayer::new("server").layer(
+//!     MetricsLayer::new(metrics.clone())
+//!         .error_kind(|e: &HandlerError| e.kind())
+//!         .layer(pipeline));
+//! // Accept loop: metrics.connection_opened() / connection_closed().
+//! ```
+
+pub mod http;
+pub mod metrics;
+pub mod prometheus;
+pub mod trace;
+
+pub use http::MetricsServer;
+pub use metrics::{
+    CoreMetrics, ErrorKind, HistogramSnapshot, MethodSnapshot, Metrics, MetricsConfig,
+    MetricsLayer, MetricsRegistry, MetricsSnapshot, DEFAULT_BUCKETS,
+};
+pub use trace::{
+    CallInfo, CallOutcome, CallStatus, Trace, TraceLayer, Tracer, TracerLayer, TracerService,
+};
