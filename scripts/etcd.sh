@@ -19,7 +19,11 @@ endpoint="http://127.0.0.1:${client_port}"
 pidfile="$dir/etcd.pid"
 
 healthy() {
-  curl -fsS --max-time 1 "$endpoint/health" 2>/dev/null | grep -q '"health":"true"'
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS --max-time 1 "$endpoint/health" 2>/dev/null | grep -q '"health":"true"'
+  else
+    ETCDCTL_API=3 etcdctl --endpoints "$endpoint" --command-timeout=1s endpoint health >/dev/null 2>&1
+  fi
 }
 
 case "${1:-}" in

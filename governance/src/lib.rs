@@ -10,6 +10,9 @@
 //! and concurrency limits shared across cores), [`balance`] (load balancers), [`acl`] (reject
 //! functions), [`fallback`] (errors turned into replies). Time-dependent state reads a
 //! [`clock::Clock`]. `docs/governance.md` shows how they compose.
+//!
+//! Beside the pipeline: [`discovery`] (resolvers and registries, etcd with feature `etcd`) and
+//! [`obs`] (per-core metrics, Prometheus endpoint, tracing).
 
 #![forbid(unsafe_code)]
 

@@ -12,7 +12,7 @@
 //!
 //! Balancers are per core ([`crate::balance`]), so a snapshot must reach every core. A
 //! [`CoreFanout`] does that: its [`CoreFanout::sink`] is the watch callback; it posts each
-//! snapshot to every core with [`RuntimeHandle::post`], where the balancers (and any other
+//! snapshot to every core with [`RuntimeHandle::post`](ringrpc_engine::RuntimeHandle::post), where the balancers (and any other
 //! per-core state, such as [`crate::breaker::InstanceBreakers`]) registered on that core with
 //! [`CoreFanout::subscribe`] apply it. A core that subscribes late gets the latest snapshot at
 //! once.

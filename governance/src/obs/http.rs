@@ -141,7 +141,13 @@ fn handle(mut conn: TcpStream, render: &Render) -> io::Result<()> {
             let body = render();
             respond(&mut conn, "200 OK", CONTENT_TYPE, &body, method == "HEAD")
         }
-        (_, "/metrics") => respond(&mut conn, "405 Method Not Allowed", "text/plain", "", false),
+        (_, "/metrics") => respond(
+            &mut conn,
+            "405 Method Not Allowed\r\nAllow: GET, HEAD",
+            "text/plain",
+            "",
+            false,
+        ),
         _ => respond(
             &mut conn,
             "404 Not Found",
