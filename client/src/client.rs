@@ -15,9 +15,11 @@ use ringrpc_codec::{PayloadProtocol, TtHeader};
 use ringrpc_engine::Engine;
 use ringrpc_governance::balance::Instance;
 use ringrpc_governance::breaker::BreakerState;
+use ringrpc_governance::discovery::DiscoveryError;
 use ringrpc_governance::{Backward, CallDeadline, Service};
 use thrift::protocol::TSerializable;
 
+use crate::discovery::Discovery;
 use crate::pipeline::CoreClient;
 use crate::pool::CorePool;
 use crate::{CallOptions, ClientConfig, ClientContext, ClientError};
@@ -44,6 +46,8 @@ pub struct Reply {
 pub struct Client<E: Engine> {
     id: u64,
     config: Arc<ClientConfig>,
+    /// The resolver watch and the latest instance list, when discovery is on.
+    discovery: Option<Arc<Discovery>>,
     _engine: PhantomData<fn() -> E>,
 }
 
@@ -52,9 +56,17 @@ impl<E: Engine> Clone for Client<E> {
         Self {
             id: self.id,
             config: self.config.clone(),
+            discovery: self.discovery.clone(),
             _engine: PhantomData,
         }
     }
+}
+
+/// This core's pipeline of client `id`, if built.
+pub(crate) fn core_client<E: Engine>(id: u64) -> Option<Rc<CoreClient<E>>> {
+    PIPELINES
+        .with(|p| p.borrow().get(&id).cloned())
+        .and_then(|c| c.downcast::<CoreClient<E>>().ok())
 }
 
 impl<E: Engine> std::fmt::Debug for Client<E> {
@@ -67,11 +79,42 @@ impl<E: Engine> std::fmt::Debug for Client<E> {
 }
 
 impl<E: Engine> Client<E> {
-    /// A client with `config`. Connections are made lazily, per core, on first use.
+    /// A client with `config`. Connections are made lazily, per core, on first use. With a
+    /// resolver ([`ClientConfig::resolver`]) the watch starts here; if it cannot start, the
+    /// error is logged and the client calls the configured targets (see [`Self::try_new`]).
     pub fn new(config: ClientConfig) -> Self {
+        let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+        let discovery = match &config.resolver {
+            Some(r) => match Discovery::start::<E>(id, r) {
+                Ok(d) => Some(Arc::new(d)),
+                Err(e) => {
+                    tracing::error!(error = %e, service = %r.service, "cannot watch the service");
+                    None
+                }
+            },
+            None => None,
+        };
+        Self::with_parts(id, config, discovery)
+    }
+
+    /// [`Self::new`], failing when the resolver's watch cannot start.
+    ///
+    /// # Errors
+    /// The resolver's [`DiscoveryError`].
+    pub fn try_new(config: ClientConfig) -> Result<Self, DiscoveryError> {
+        let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+        let discovery = match &config.resolver {
+            Some(r) => Some(Arc::new(Discovery::start::<E>(id, r)?)),
+            None => None,
+        };
+        Ok(Self::with_parts(id, config, discovery))
+    }
+
+    fn with_parts(id: u64, config: ClientConfig, discovery: Option<Arc<Discovery>>) -> Self {
         Self {
-            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             config: Arc::new(config),
+            discovery,
             _engine: PhantomData,
         }
     }
@@ -85,18 +128,25 @@ impl<E: Engine> Client<E> {
         if ringrpc_engine::current_core().is_none() {
             return Err(ClientError::NotOnCore);
         }
-        PIPELINES.with(|p| {
-            let mut p = p.borrow_mut();
-            let entry = p.entry(self.id).or_insert_with(|| {
-                let pool = Rc::new(CorePool::<E>::new(self.config.clone()));
-                crate::pool::spawn_keeper(&pool);
-                Rc::new(CoreClient::new(&self.config, pool)) as Rc<dyn Any>
-            });
-            entry
-                .clone()
-                .downcast::<CoreClient<E>>()
-                .map_err(|_| ClientError::NotOnCore)
-        })
+        if let Some(core) = core_client::<E>(self.id) {
+            return Ok(core);
+        }
+        let pool = Rc::new(CorePool::<E>::new(self.config.clone()));
+        crate::pool::spawn_keeper(&pool);
+        let core = Rc::new(CoreClient::new(&self.config, pool));
+        PIPELINES.with(|p| p.borrow_mut().insert(self.id, core.clone() as Rc<dyn Any>));
+        if let Some(d) = &self.discovery {
+            d.join(&core);
+        }
+        Ok(core)
+    }
+
+    /// The instances the balancer picks from on the calling core (discovery updates them).
+    ///
+    /// # Errors
+    /// [`ClientError::NotOnCore`] off a runtime core.
+    pub fn instances_on_this_core(&self) -> Result<Vec<Instance>, ClientError> {
+        Ok(self.pipeline()?.instances())
     }
 
     /// The state of `addr`'s instance breaker on the calling core (breakers are per core).

@@ -9,6 +9,8 @@ use ringrpc_codec::{Framing, PayloadProtocol};
 use ringrpc_governance::acl::AclRules;
 use ringrpc_governance::balance::Instance;
 use ringrpc_governance::breaker::BreakerConfig;
+use ringrpc_governance::discovery::Resolver;
+use ringrpc_governance::obs::{MetricsRegistry, Tracer};
 use ringrpc_governance::retry::{BackupConfig, BudgetConfig, PerMethod, RetryConfig, RetryPolicy};
 use ringrpc_governance::Metainfo;
 
@@ -217,6 +219,19 @@ pub struct ClientConfig {
     pub acl: AclRules<ClientContext, Bytes>,
     /// Turns errors into replies. Default `None`.
     pub fallback: Option<Fallback>,
+    /// Call metrics (calls, errors by kind and latency per method, calls in flight), recorded
+    /// outermost in each core's pipeline (a call answered by the fallback counts as a success).
+    /// The first call on a runtime attaches that runtime to the registry, so scrapes reach
+    /// every core it ran on and list the engine's counters. Default `None`: off.
+    pub metrics: Option<MetricsRegistry>,
+    /// A `tracing` span (`rpc`, `side = "client"`) around every call. Default `false`.
+    pub tracing: bool,
+    /// Hooks called at the start and end of every call. Default none.
+    pub tracer: Option<ClientTracer>,
+    /// Service discovery: the balancers of every core follow the resolver's instance list of
+    /// the service (replacing `targets`/`instances` once the first list arrives). Default
+    /// `None`.
+    pub resolver: Option<ResolverConfig>,
     /// Wire protocol. Default TTHeaderFramed.
     pub protocol: Protocol,
     /// Connection sharing. Default multiplexed, one connection per address per core.
@@ -248,6 +263,10 @@ impl Default for ClientConfig {
             instance_breaker: None,
             acl: AclRules::new(),
             fallback: None,
+            metrics: None,
+            tracing: false,
+            tracer: None,
+            resolver: None,
             protocol: Protocol::default(),
             conn_mode: ConnMode::default(),
             connect_timeout: Duration::from_secs(1),
@@ -381,6 +400,35 @@ impl ClientConfig {
         self
     }
 
+    /// Records call metrics into `registry` (see [`ClientConfig::metrics`]). Serve them with
+    /// `governance::obs::MetricsServer::serve(addr, registry)` or read `registry.render()`.
+    pub fn metrics(mut self, registry: MetricsRegistry) -> Self {
+        self.metrics = Some(registry);
+        self
+    }
+
+    /// Runs every call in a `tracing` span.
+    pub fn tracing(mut self, on: bool) -> Self {
+        self.tracing = on;
+        self
+    }
+
+    /// Calls `tracer` at the start and end of every call, on the calling core.
+    pub fn tracer(mut self, tracer: impl Tracer<ClientContext> + Send + Sync + 'static) -> Self {
+        self.tracer = Some(ClientTracer(Arc::new(tracer)));
+        self
+    }
+
+    /// Follows `service`'s instances as `resolver` reports them (e.g. an
+    /// `EtcdResolver`, or a `StaticResolver`). The watch starts in [`crate::Client::new`].
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>, service: impl Into<String>) -> Self {
+        self.resolver = Some(ResolverConfig {
+            resolver,
+            service: service.into(),
+        });
+        self
+    }
+
     /// The instances the balancer picks from: `instances`, or `targets` with weight 1.
     pub fn effective_instances(&self) -> Vec<Instance> {
         if self.instances.is_empty() {
@@ -388,6 +436,34 @@ impl ClientConfig {
         } else {
             self.instances.clone()
         }
+    }
+}
+
+/// A [`Tracer`] shared by every core of a client; see [`ClientConfig::tracer`].
+#[derive(Clone)]
+pub struct ClientTracer(pub(crate) Arc<dyn Tracer<ClientContext> + Send + Sync>);
+
+impl std::fmt::Debug for ClientTracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTracer(..)")
+    }
+}
+
+/// Which service a client follows, and through which resolver; see
+/// [`ClientConfig::resolver`].
+#[derive(Clone)]
+pub struct ResolverConfig {
+    /// The resolver.
+    pub resolver: Arc<dyn Resolver>,
+    /// The service name resolved.
+    pub service: String,
+}
+
+impl std::fmt::Debug for ResolverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolverConfig")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,9 +1,11 @@
 //! The per-call context of the client pipeline.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ringrpc_codec::PayloadProtocol;
+use ringrpc_governance::obs::CallInfo;
 use ringrpc_governance::{Backward, CallDeadline, CallMethod, CallTarget, Metainfo};
 
 /// What the client pipeline knows about one call.
@@ -31,6 +33,10 @@ pub struct ClientContext {
     pub(crate) timeout: Option<Duration>,
     /// Instances an earlier attempt of this call failed on (a retry prefers the others).
     failed: Vec<SocketAddr>,
+    /// The instance the last attempt was sent to (the balancer restores `address` afterwards).
+    pub(crate) remote: Option<SocketAddr>,
+    /// The seq id of the last attempt's request.
+    pub(crate) seq: Cell<Option<i32>>,
 }
 
 impl ClientContext {
@@ -76,5 +82,17 @@ impl CallTarget for ClientContext {
         if !self.failed.contains(&addr) {
             self.failed.push(addr);
         }
+    }
+}
+
+impl CallInfo for ClientContext {
+    /// The instance called: the pinned address, else the one the last attempt went to.
+    fn peer(&self) -> Option<SocketAddr> {
+        self.address.or(self.remote)
+    }
+
+    /// The seq id of the last attempt, once sent.
+    fn seq_id(&self) -> Option<i32> {
+        self.seq.get()
     }
 }

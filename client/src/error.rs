@@ -98,6 +98,26 @@ impl ClientError {
 }
 
 impl ClientError {
+    /// A short, bounded name of the error, the `kind` label of the client's error counter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::ConnectTimeout { .. } => "connect_timeout",
+            Self::Connect { .. } => "connect",
+            Self::Remote { .. } if self.is_over_limit() => "over_limit",
+            Self::Remote { .. } => "remote",
+            Self::Biz(_) => "biz",
+            Self::Codec(_) => "codec",
+            Self::BadSequence { .. } => "bad_sequence",
+            Self::Closed => "closed",
+            Self::NoTarget => "no_target",
+            Self::NotOnCore => "not_on_core",
+            Self::CircuitOpen(_) => "circuit_open",
+            Self::NoInstance(_) => "no_instance",
+            Self::AclRejected(_) => "acl",
+        }
+    }
+
     /// Whether the server turned the call away for its rate or concurrency limit (an
     /// exception whose message starts with [`OVER_LIMIT_MESSAGE`]). Nothing ran; the call may be
     /// sent again later or elsewhere.

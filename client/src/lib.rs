@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! call_thrift / call_protobuf / call_raw
-//!   ─▶ pipeline (fallback, timeout, ACL, breaker, backup, retry, balancer, instance breaker)
+//!   ─▶ pipeline (trace, tracer, metrics, fallback, timeout, ACL, breaker, backup, retry, balancer, instance breaker)
 //!   ─▶ per-core pool ─▶ encode (FrameEncoder) ─▶ connection
 //!   ◀─ reply matched by seq id (multiplexed) or read in turn (pooled) ◀─ FrameDecoder ◀─ recv
 //! ```
@@ -17,6 +17,7 @@
 mod client;
 mod config;
 mod context;
+mod discovery;
 mod error;
 mod outside;
 mod pipeline;
@@ -24,8 +25,8 @@ mod pool;
 
 pub use client::{Client, Reply};
 pub use config::{
-    CallOptions, ClientConfig, ConnMode, ErrorFilter, Fallback, FallbackFn, HashKeyFn,
-    LoadBalancerKind, Protocol,
+    CallOptions, ClientConfig, ClientTracer, ConnMode, ErrorFilter, Fallback, FallbackFn,
+    HashKeyFn, LoadBalancerKind, Protocol, ResolverConfig,
 };
 pub use context::ClientContext;
 pub use error::{BizError, ClientError, OVER_LIMIT_MESSAGE};

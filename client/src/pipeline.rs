@@ -3,7 +3,7 @@
 //! Outermost first (docs/governance.md):
 //!
 //! ```text
-//! Fallback? ─▶ Timeout ─▶ Acl ─▶ Breaker? (per method) ─▶ Backup ─▶ Retry ─▶ Balance
+//! Trace? ─▶ Tracer? ─▶ Metrics? ─▶ Fallback? ─▶ Timeout ─▶ Acl ─▶ Breaker? (per method) ─▶ Backup ─▶ Retry ─▶ Balance
 //!   ─▶ InstanceBreaker? ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
 //! ```
 //!
@@ -11,6 +11,7 @@
 //! lookup in an empty per-method table for methods they do not cover. Every stage keeps its
 //! state on the core (breakers, balancer counters, retry budget), so no lock is taken.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
@@ -30,6 +31,9 @@ use ringrpc_governance::breaker::{
 };
 use ringrpc_governance::clock::SystemClock;
 use ringrpc_governance::fallback::{Fallback, FallbackLayer};
+use ringrpc_governance::obs::{
+    Metrics, MetricsLayer, Trace, TraceLayer, Tracer, TracerLayer, TracerService,
+};
 use ringrpc_governance::retry::{Backup, BackupLayer, Retry, RetryBudget, RetryLayer};
 use ringrpc_governance::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
 use ringrpc_governance::{Backward, CallDeadline, Layer, Service};
@@ -235,14 +239,22 @@ type Guarded<E> = Acl<Broken<E>, ClientContext, Bytes>;
 type Timed<E> = Timeout<Guarded<E>, E>;
 type FallbackBox = Box<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError>>;
 
+type Fallen<E> = Maybe<Fallback<Timed<E>, FallbackBox>, Timed<E>>;
+type KindFn = fn(&ClientError) -> &'static str;
+type Measured<E> = Maybe<Metrics<Fallen<E>, KindFn>, Fallen<E>>;
+type SharedTracer = std::sync::Arc<dyn Tracer<ClientContext> + Send + Sync>;
+type Traced<E> = Maybe<TracerService<Measured<E>, SharedTracer>, Measured<E>>;
+
 /// The whole pipeline of one core.
-pub(crate) type Pipeline<E> = Maybe<Fallback<Timed<E>, FallbackBox>, Timed<E>>;
+pub(crate) type Pipeline<E> = Maybe<Trace<Traced<E>>, Traced<E>>;
 
 /// One client's governance state on one core.
 pub(crate) struct CoreClient<E: Engine> {
     pub(crate) pipeline: Pipeline<E>,
     balancer: Rc<AnyBalancer>,
     instance_breakers: Option<Rc<InstanceBreakers>>,
+    /// Generation of the last discovery snapshot applied on this core.
+    applied: Cell<u64>,
 }
 
 impl<E: Engine> CoreClient<E> {
@@ -302,16 +314,51 @@ impl<E: Engine> CoreClient<E> {
             }
             None => Maybe::Off(svc),
         };
+        // Observability outermost: trace span, tracer hooks, metrics.
+        let pipeline: Measured<E> = match &config.metrics {
+            Some(registry) => {
+                registry.attach_current_runtime();
+                Maybe::On(
+                    MetricsLayer::new(registry.core_metrics())
+                        .error_kind(ClientError::kind as KindFn)
+                        .layer(pipeline),
+                )
+            }
+            None => Maybe::Off(pipeline),
+        };
+        let pipeline: Traced<E> = match &config.tracer {
+            Some(t) => Maybe::On(TracerLayer::new(t.0.clone()).layer(pipeline)),
+            None => Maybe::Off(pipeline),
+        };
+        let pipeline = if config.tracing {
+            Maybe::On(TraceLayer::new("client").layer(pipeline))
+        } else {
+            Maybe::Off(pipeline)
+        };
         Self {
             pipeline,
             balancer,
             instance_breakers,
+            applied: Cell::new(0),
         }
     }
 
     /// The state of `addr`'s instance breaker on this core (`None`: instance breakers off).
     pub(crate) fn instance_state(&self, addr: SocketAddr) -> Option<BreakerState> {
         self.instance_breakers.as_ref().map(|b| b.state(addr))
+    }
+
+    /// This core's instance list.
+    pub(crate) fn instances(&self) -> Vec<Instance> {
+        self.balancer.instances()
+    }
+
+    /// Applies discovery snapshot number `generation` unless a newer one is applied already.
+    pub(crate) fn apply_snapshot(&self, generation: u64, instances: &[Instance]) {
+        if generation > self.applied.get() {
+            self.applied.set(generation);
+            self.set_instances(instances.to_vec());
+        }
     }
 
     /// Replaces this core's instance list; breakers of instances that left are forgotten.

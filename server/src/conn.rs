@@ -30,6 +30,7 @@ use ringrpc_engine::local::Notify;
 use ringrpc_engine::outbox::Outbox;
 use ringrpc_engine::time::timeout_at;
 use ringrpc_engine::{CoreId, Engine, Stream, StreamReader};
+use ringrpc_governance::obs::CoreMetrics;
 use ringrpc_governance::Service;
 
 use crate::race::{race, Either};
@@ -39,6 +40,8 @@ use crate::{BizError, CallContext, HandlerError};
 /// What one core of a server shares among its connections.
 pub(crate) struct CoreServer<S> {
     pub(crate) pipeline: S,
+    /// This core's call metrics, when on (connections are counted here).
+    pub(crate) metrics: Option<Rc<CoreMetrics>>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) core: CoreId,
     pub(crate) shutting_down: Cell<bool>,
@@ -66,12 +69,15 @@ struct Conn {
     peer: SocketAddr,
 }
 
-/// Decrements the open-connection count when the connection ends.
-struct ConnSlot(Arc<AtomicUsize>);
+/// Decrements the open-connection count (and the metrics' gauge) when the connection ends.
+struct ConnSlot(Arc<AtomicUsize>, Option<Rc<CoreMetrics>>);
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(m) = &self.1 {
+            m.connection_closed();
+        }
     }
 }
 
@@ -82,7 +88,10 @@ where
     E: Engine,
     S: Service<CallContext, Bytes, Response = Bytes, Error = HandlerError> + 'static,
 {
-    let _slot = ConnSlot(core.open_conns.clone());
+    if let Some(m) = &core.metrics {
+        m.connection_opened();
+    }
+    let _slot = ConnSlot(core.open_conns.clone(), core.metrics.clone());
     let config = core.config.clone();
     let (mut reader, writer) = stream.into_split();
     let conn = Rc::new(Conn {

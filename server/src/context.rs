@@ -7,6 +7,7 @@ use bytes::Bytes;
 use ringrpc_codec::keys::{int, str as skeys};
 use ringrpc_codec::FrameHead;
 use ringrpc_engine::CoreId;
+use ringrpc_governance::obs::CallInfo;
 use ringrpc_governance::{Backward, CallDeadline, CallMethod, Metainfo};
 
 /// Everything about one call except its body.
@@ -116,5 +117,15 @@ impl CallDeadline for CallContext {
 impl CallMethod for CallContext {
     fn method(&self) -> &str {
         std::str::from_utf8(&self.head.method).unwrap_or("")
+    }
+}
+
+impl CallInfo for CallContext {
+    fn peer(&self) -> Option<SocketAddr> {
+        Some(self.peer)
+    }
+
+    fn seq_id(&self) -> Option<i32> {
+        Some(self.head.seq_id)
     }
 }

@@ -98,6 +98,12 @@ pub enum ServerError {
     /// No service was registered.
     #[error("a server needs at least one service")]
     NoService,
+    /// The metrics endpoint could not listen.
+    #[error("cannot serve metrics: {0}")]
+    Metrics(std::io::Error),
+    /// Registering with the service registry failed.
+    #[error("cannot register: {0}")]
+    Register(ringrpc_governance::discovery::DiscoveryError),
     /// Installing the signal handler failed.
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),

@@ -19,12 +19,14 @@
 mod conn;
 mod context;
 mod error;
+mod hooks;
 mod race;
 mod server;
 mod service;
 
 pub use context::CallContext;
 pub use error::{BizError, HandlerError, ServerError, OVER_LIMIT_MESSAGE};
+pub use hooks::{RegisterConfig, TracerHook};
 /// The governance crate, for its configuration types (`limit::LimitConfig`, `acl::AclRules`).
 pub use ringrpc_governance as governance;
 pub use server::{EngineKind, RunningServer, Server, ServerBuilder, ServerConfig, ServerHandle};

@@ -14,12 +14,19 @@ use ringrpc_engine::local::Notify;
 use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{CoreId, Engine, Listener, Runtime, RuntimeConfig, RuntimeHandle};
 use ringrpc_governance::acl::{AclLayer, AclRules};
+use ringrpc_governance::balance::Instance;
 use ringrpc_governance::clock::SystemClock;
+use ringrpc_governance::discovery::{Registration, Registry};
 use ringrpc_governance::limit::{GlobalLimit, LimitConfig, LimitLayer};
+use ringrpc_governance::obs::{
+    CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, MetricsServer, TraceLayer, Tracer,
+    TracerLayer,
+};
 use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
 use ringrpc_governance::{Layer, Service};
 
 use crate::conn::{serve, CoreServer};
+use crate::hooks::{error_kind, RegisterConfig, TracerHook};
 use crate::service::Router;
 use crate::{CallContext, HandlerError, ServerError, ServiceDef};
 
@@ -86,6 +93,22 @@ pub struct ServerConfig {
     /// and before the handler; a rejected call is answered with an `INTERNAL_ERROR` exception
     /// carrying the rule's reason. Default: no rules.
     pub acl: AclRules<CallContext, Bytes>,
+    /// Call metrics (calls, errors by kind and latency per method, calls in flight,
+    /// connections) recorded on every core, outermost in the pipeline so rejections and
+    /// timeouts count too; the server attaches its runtime, so scrapes also list the engine's
+    /// per-core counters. Default `None`: off (created when `metrics_addr` is set).
+    pub metrics: Option<MetricsRegistry>,
+    /// Serves the metrics for Prometheus at `GET /metrics` on this address (a plain thread,
+    /// never a core). Default `None`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// A `tracing` span (`rpc`, `side = "server"`, method, peer, seq id, status, elapsed) around
+    /// every call. Default `false`.
+    pub tracing: bool,
+    /// Hooks called at the start and end of every call (Kitex's `stats.Tracer`). Default none.
+    pub tracer: Option<TracerHook>,
+    /// Registers the server with a service registry once it listens, and deregisters it when
+    /// shutdown begins (before draining). Default `None`.
+    pub register: Option<RegisterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +129,11 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             rate_limit: None,
             acl: AclRules::new(),
+            metrics: None,
+            metrics_addr: None,
+            tracing: false,
+            tracer: None,
+            register: None,
         }
     }
 }
@@ -227,6 +255,46 @@ impl ServerBuilder {
         self
     }
 
+    /// Records call metrics into `registry` (see [`ServerConfig::metrics`]); scrape it with
+    /// [`MetricsRegistry::render`] or serve it with [`Self::metrics_addr`].
+    pub fn metrics(mut self, registry: MetricsRegistry) -> Self {
+        self.config.metrics = Some(registry);
+        self
+    }
+
+    /// Serves `GET /metrics` on `addr` (port 0 picks one: [`RunningServer::metrics_addr`]),
+    /// creating a registry (`ringrpc_server_*`) unless [`Self::metrics`] gave one.
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.config.metrics_addr = Some(addr);
+        self
+    }
+
+    /// Runs every call in a `tracing` span (see [`ServerConfig::tracing`]).
+    pub fn tracing(mut self, on: bool) -> Self {
+        self.config.tracing = on;
+        self
+    }
+
+    /// Calls `tracer` at the start and end of every call, on the core running it.
+    pub fn tracer(mut self, tracer: impl Tracer<CallContext> + Send + Sync + 'static) -> Self {
+        self.config.tracer = Some(TracerHook::new(tracer));
+        self
+    }
+
+    /// Registers the server as an instance of `service` in `registry` once it listens (weight
+    /// 10, the listen address; see [`Self::register_with`]) and deregisters it when shutdown
+    /// begins.
+    pub fn register(self, registry: Arc<dyn Registry>, service: impl Into<String>) -> Self {
+        self.register_with(RegisterConfig::new(registry, service))
+    }
+
+    /// [`Self::register`] with a weight, tags, or an advertised address, e.g.
+    /// `RegisterConfig::new(registry, "echo").weight(20).tag("zone", "a")`.
+    pub fn register_with(mut self, register: RegisterConfig) -> Self {
+        self.config.register = Some(register);
+        self
+    }
+
     /// Adds a service. `factory` runs once on every core, so each core has its own handlers.
     pub fn service<F>(mut self, factory: F) -> Self
     where
@@ -268,9 +336,12 @@ struct BoundAddr {
 }
 
 fn start_on<E: Engine>(
-    config: ServerConfig,
+    mut config: ServerConfig,
     factories: Vec<ServiceFactory>,
 ) -> Result<RunningServer, ServerError> {
+    if config.metrics.is_none() && config.metrics_addr.is_some() {
+        config.metrics = Some(MetricsRegistry::new(MetricsConfig::subsystem("server")));
+    }
     let config = Arc::new(config);
     let id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
     let open_conns = Arc::new(AtomicUsize::new(0));
@@ -343,16 +414,44 @@ fn start_on<E: Engine>(
             }
         }
     }
+    let local_addr = local_addr.unwrap_or(config.addr);
+    let mut metrics_server = None;
+    if let Some(registry) = &config.metrics {
+        registry.attach_runtime(runtime.handle());
+        if let Some(addr) = config.metrics_addr {
+            match MetricsServer::serve(addr, registry.clone()) {
+                Ok(m) => metrics_server = Some(m),
+                Err(e) => {
+                    runtime.stop(Duration::ZERO);
+                    return Err(ServerError::Metrics(e));
+                }
+            }
+        }
+    }
+    let mut registered = None;
+    if let Some(r) = &config.register {
+        let mut instance = Instance::new(r.advertise.unwrap_or(local_addr), r.weight);
+        instance.tags = r.tags.clone();
+        let registration = Registration::new(r.service.clone(), instance);
+        if let Err(e) = r.registry.register(&registration) {
+            runtime.stop(Duration::ZERO);
+            return Err(ServerError::Register(e));
+        }
+        registered = Some((r.registry.clone(), registration));
+    }
     let handle = ServerHandle {
         id,
         runtime: runtime.handle(),
         grace: config.shutdown_grace,
+        registered: Arc::new(Mutex::new(registered)),
     };
     Ok(RunningServer {
         runtime: Some(runtime),
         handle,
-        local_addr: local_addr.unwrap_or(config.addr),
+        local_addr,
         engine: config.engine,
+        metrics: config.metrics.clone(),
+        metrics_server,
     })
 }
 
@@ -382,8 +481,29 @@ async fn accept_loop<E: Engine>(
         }
         None => Maybe::Off(inner),
     };
+    // Observability outermost (trace span, tracer hooks, metrics), so that limiter and ACL
+    // rejections and timeouts are seen too.
+    let metrics: Option<Rc<CoreMetrics>> = config.metrics.as_ref().map(|r| r.core_metrics());
+    let pipeline = match &metrics {
+        Some(m) => Maybe::On(
+            MetricsLayer::new(m.clone())
+                .error_kind(error_kind as fn(&HandlerError) -> &'static str)
+                .layer(pipeline),
+        ),
+        None => Maybe::Off(pipeline),
+    };
+    let pipeline = match &config.tracer {
+        Some(t) => Maybe::On(TracerLayer::new(t.0.clone()).layer(pipeline)),
+        None => Maybe::Off(pipeline),
+    };
+    let pipeline = if config.tracing {
+        Maybe::On(TraceLayer::new("server").layer(pipeline))
+    } else {
+        Maybe::Off(pipeline)
+    };
     let state = Rc::new(CoreServer {
         pipeline,
+        metrics,
         config: config.clone(),
         core,
         shutting_down: Cell::new(false),
@@ -443,18 +563,48 @@ where
 }
 
 /// A cloneable, `Send` handle that shuts the server down.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerHandle {
     id: u64,
     runtime: RuntimeHandle,
     grace: Duration,
+    /// The registration to withdraw when shutdown begins (taken by the first shutdown).
+    registered: Arc<Mutex<Option<(Arc<dyn Registry>, Registration)>>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("id", &self.id)
+            .field("runtime", &self.runtime)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerHandle {
-    /// Begins a graceful shutdown and returns at once: listeners close, every later reply
-    /// carries `crrst=1`, connections stop reading, in-flight calls get the grace period to
-    /// finish and send their replies, then everything closes.
+    /// Begins a graceful shutdown: deregisters the server from its registry (if it registered;
+    /// this may block briefly), then returns while the rest goes on: listeners close, every
+    /// later reply carries `crrst=1`, connections stop reading, in-flight calls get the grace
+    /// period to finish and send their replies, then everything closes. Called on a core, the
+    /// deregistration and the rest run on a helper thread so the core is not blocked.
     pub fn shutdown(&self) {
+        let registered = self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((registry, registration)) = registered {
+            if ringrpc_engine::current_core().is_some() {
+                let this = self.clone();
+                std::thread::spawn(move || {
+                    deregister(&*registry, &registration);
+                    this.shutdown();
+                });
+                return;
+            }
+            deregister(&*registry, &registration);
+        }
         let id = self.id;
         for core in 0..self.runtime.cores() {
             let _ = self.runtime.post(CoreId(core), move || {
@@ -473,6 +623,12 @@ impl ServerHandle {
     }
 }
 
+fn deregister(registry: &dyn Registry, registration: &Registration) {
+    if let Err(e) = registry.deregister(registration) {
+        tracing::warn!(error = %e, service = %registration.service, "deregistration failed");
+    }
+}
+
 /// A started server.
 #[derive(Debug)]
 pub struct RunningServer {
@@ -480,9 +636,22 @@ pub struct RunningServer {
     handle: ServerHandle,
     local_addr: SocketAddr,
     engine: EngineKind,
+    metrics: Option<MetricsRegistry>,
+    /// Stops serving `/metrics` when dropped.
+    metrics_server: Option<MetricsServer>,
 }
 
 impl RunningServer {
+    /// The call metrics, when on ([`ServerBuilder::metrics`] or [`ServerBuilder::metrics_addr`]).
+    pub fn metrics(&self) -> Option<&MetricsRegistry> {
+        self.metrics.as_ref()
+    }
+
+    /// Where `GET /metrics` is served, when [`ServerBuilder::metrics_addr`] was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
     /// The address the server listens on (with the real port if 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -141,6 +141,7 @@ impl<E: Engine> CorePool<E> {
         mux: bool,
         body: Bytes,
     ) -> Result<Vec<Bytes>, ClientError> {
+        cx.seq.set(Some(seq));
         let head = self.request_head(cx, seq, mux);
         let mut chunks = Vec::with_capacity(2);
         self.encoder.borrow_mut().encode(&head, body, &mut chunks)?;
@@ -171,6 +172,7 @@ impl<E: Engine> Service<ClientContext, Bytes> for CorePool<E> {
     ) -> Result<TransportReply, ClientError> {
         let addr = self.pick_target(cx)?;
         cx.address = Some(addr);
+        cx.remote = Some(addr);
         match &self.conns {
             Conns::Mux(map) => {
                 let slots = {

@@ -337,6 +337,13 @@ thread_local! {
     static CORE_METRICS: RefCell<HashMap<u64, Rc<CoreMetrics>>> = RefCell::new(HashMap::new());
 }
 
+thread_local! {
+    /// Registries attached to the runtime whose core 0 is this thread (see
+    /// [`MetricsRegistry::attach_current_runtime`]).
+    static ATTACHED_HERE: RefCell<std::collections::HashSet<u64>> =
+        RefCell::new(std::collections::HashSet::new());
+}
+
 static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
 
 struct RegistryInner {
@@ -404,6 +411,35 @@ impl MetricsRegistry {
     /// closure posted to each core), and report the engine's per-core counters.
     pub fn attach_runtime(&self, handle: RuntimeHandle) {
         lock(&self.inner.runtimes).push(handle);
+    }
+
+    /// Attaches the runtime of the calling core ([`Self::attach_runtime`]) unless this registry
+    /// already attached it this way; for code that runs inside a runtime it did not start (a
+    /// client building its pipeline on a core). Each runtime is attached once however many of
+    /// its cores call this: the bookkeeping lives on the runtime's core 0, reached by a post
+    /// when called elsewhere (so the attachment may complete just after this returns). Returns
+    /// `false` off a runtime core.
+    pub fn attach_current_runtime(&self) -> bool {
+        let (Some(core), Some(handle)) = (
+            ringrpc_engine::current_core(),
+            ringrpc_engine::current_runtime(),
+        ) else {
+            return false;
+        };
+        let registry = self.clone();
+        let h = handle.clone();
+        let attach = move || {
+            let first = ATTACHED_HERE.with(|a| a.borrow_mut().insert(registry.inner.id));
+            if first {
+                registry.attach_runtime(h);
+            }
+        };
+        if core.0 == 0 {
+            attach();
+            true
+        } else {
+            handle.post(CoreId(0), attach).is_ok()
+        }
     }
 
     /// Stores `snapshot` as core `core`'s latest, for cores that publish periodically instead

@@ -208,7 +208,7 @@ impl<S> Layer<S> for TraceLayer {
 }
 
 /// A service running each call inside an `info`-level `rpc` span with fields `side`,
-/// `method`, `peer`, `seq_id`, and, at the end, `status`, `error` and `elapsed_us`. The span
+/// `method`, `peer`, `seq_id` (recorded at the start, or at the end when only known then), and, at the end, `status`, `error` and `elapsed_us`. The span
 /// is entered on every poll, so events logged by inner layers and the handler nest in it.
 #[derive(Debug)]
 pub struct Trace<S> {
@@ -240,17 +240,28 @@ where
             error = tracing::field::Empty,
             elapsed_us = tracing::field::Empty,
         );
-        if let Some(peer) = cx.peer() {
+        let (peer, seq) = (cx.peer(), cx.seq_id());
+        if let Some(peer) = peer {
             span.record("peer", tracing::field::display(peer));
         }
-        if let Some(seq) = cx.seq_id() {
+        if let Some(seq) = seq {
             span.record("seq_id", seq);
         }
         let start = Instant::now();
-        let fut = self.inner.call(cx, req);
         let record = span.clone();
         async move {
-            let r = fut.await;
+            let r = self.inner.call(cx, req).await;
+            // A client learns the instance and the seq id during the call.
+            if peer.is_none() {
+                if let Some(p) = cx.peer() {
+                    record.record("peer", tracing::field::display(p));
+                }
+            }
+            if seq.is_none() {
+                if let Some(s) = cx.seq_id() {
+                    record.record("seq_id", s);
+                }
+            }
             let elapsed = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
             record.record("elapsed_us", elapsed);
             match &r {
