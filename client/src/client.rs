@@ -3,8 +3,10 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -196,7 +198,13 @@ impl<E: Engine> Client<E> {
         let timeout = opts.timeout.or(self.config.rpc_timeout);
         cx.timeout = timeout;
         cx.set_deadline(timeout.map(|t| Instant::now() + t));
-        core.pipeline.call(&mut cx, body).await
+        // Boxed as a `dyn Future`: the governance pipeline nests some twenty futures, and code
+        // awaiting a call inside its own futures (a handler calling downstream) would otherwise
+        // exceed the compiler's default query depth computing their layout. One allocation
+        // per call.
+        let call: Pin<Box<dyn Future<Output = Result<Reply, ClientError>> + '_>> =
+            Box::pin(core.pipeline.call(&mut cx, body));
+        call.await
     }
 
     /// Calls a Thrift method: `args` is the method's `_args` struct, the result its `_result`

@@ -3,7 +3,7 @@
 //! Outermost first (docs/governance.md):
 //!
 //! ```text
-//! Trace? ─▶ Tracer? ─▶ Metrics? ─▶ Fallback? ─▶ Timeout ─▶ Acl ─▶ Breaker? (per method) ─▶ Backup ─▶ Retry ─▶ Balance
+//! Obs? (span, tracer, metrics) ─▶ Fallback? ─▶ Timeout ─▶ Acl ─▶ Breaker? (per method) ─▶ Backup ─▶ Retry ─▶ Balance
 //!   ─▶ InstanceBreaker? ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
 //! ```
 //!
@@ -31,9 +31,7 @@ use ringrpc_governance::breaker::{
 };
 use ringrpc_governance::clock::SystemClock;
 use ringrpc_governance::fallback::{Fallback, FallbackLayer};
-use ringrpc_governance::obs::{
-    Metrics, MetricsLayer, Trace, TraceLayer, Tracer, TracerLayer, TracerService,
-};
+use ringrpc_governance::obs::{ObsLayer, Observed, Tracer};
 use ringrpc_governance::retry::{Backup, BackupLayer, Retry, RetryBudget, RetryLayer};
 use ringrpc_governance::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
 use ringrpc_governance::{Backward, CallDeadline, Layer, Service};
@@ -241,12 +239,10 @@ type FallbackBox = Box<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, 
 
 type Fallen<E> = Maybe<Fallback<Timed<E>, FallbackBox>, Timed<E>>;
 type KindFn = fn(&ClientError) -> &'static str;
-type Measured<E> = Maybe<Metrics<Fallen<E>, KindFn>, Fallen<E>>;
 type SharedTracer = std::sync::Arc<dyn Tracer<ClientContext> + Send + Sync>;
-type Traced<E> = Maybe<TracerService<Measured<E>, SharedTracer>, Measured<E>>;
 
 /// The whole pipeline of one core.
-pub(crate) type Pipeline<E> = Maybe<Trace<Traced<E>>, Traced<E>>;
+pub(crate) type Pipeline<E> = Maybe<Observed<Fallen<E>, SharedTracer, KindFn>, Fallen<E>>;
 
 /// One client's governance state on one core.
 pub(crate) struct CoreClient<E: Engine> {
@@ -314,27 +310,24 @@ impl<E: Engine> CoreClient<E> {
             }
             None => Maybe::Off(svc),
         };
-        // Observability outermost: trace span, tracer hooks, metrics.
-        let pipeline: Measured<E> = match &config.metrics {
-            Some(registry) => {
-                registry.attach_current_runtime();
+        // Observability outermost: trace span, tracer hooks, metrics (one stage).
+        let pipeline: Pipeline<E> =
+            if config.metrics.is_some() || config.tracer.is_some() || config.tracing {
+                let metrics = config.metrics.as_ref().map(|registry| {
+                    registry.attach_current_runtime();
+                    registry.core_metrics()
+                });
                 Maybe::On(
-                    MetricsLayer::new(registry.core_metrics())
+                    ObsLayer::new("client")
+                        .span(config.tracing)
+                        .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
+                        .metrics(metrics)
                         .error_kind(ClientError::kind as KindFn)
                         .layer(pipeline),
                 )
-            }
-            None => Maybe::Off(pipeline),
-        };
-        let pipeline: Traced<E> = match &config.tracer {
-            Some(t) => Maybe::On(TracerLayer::new(t.0.clone()).layer(pipeline)),
-            None => Maybe::Off(pipeline),
-        };
-        let pipeline = if config.tracing {
-            Maybe::On(TraceLayer::new("client").layer(pipeline))
-        } else {
-            Maybe::Off(pipeline)
-        };
+            } else {
+                Maybe::Off(pipeline)
+            };
         Self {
             pipeline,
             balancer,

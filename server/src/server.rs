@@ -19,8 +19,7 @@ use ringrpc_governance::clock::SystemClock;
 use ringrpc_governance::discovery::{Registration, Registry};
 use ringrpc_governance::limit::{GlobalLimit, LimitConfig, LimitLayer};
 use ringrpc_governance::obs::{
-    CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, MetricsServer, TraceLayer, Tracer,
-    TracerLayer,
+    CoreMetrics, MetricsConfig, MetricsRegistry, MetricsServer, ObsLayer, Tracer,
 };
 use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
 use ringrpc_governance::{Layer, Service};
@@ -484,20 +483,15 @@ async fn accept_loop<E: Engine>(
     // Observability outermost (trace span, tracer hooks, metrics), so that limiter and ACL
     // rejections and timeouts are seen too.
     let metrics: Option<Rc<CoreMetrics>> = config.metrics.as_ref().map(|r| r.core_metrics());
-    let pipeline = match &metrics {
-        Some(m) => Maybe::On(
-            MetricsLayer::new(m.clone())
+    let pipeline = if metrics.is_some() || config.tracer.is_some() || config.tracing {
+        Maybe::On(
+            ObsLayer::new("server")
+                .span(config.tracing)
+                .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
+                .metrics(metrics.clone())
                 .error_kind(error_kind as fn(&HandlerError) -> &'static str)
                 .layer(pipeline),
-        ),
-        None => Maybe::Off(pipeline),
-    };
-    let pipeline = match &config.tracer {
-        Some(t) => Maybe::On(TracerLayer::new(t.0.clone()).layer(pipeline)),
-        None => Maybe::Off(pipeline),
-    };
-    let pipeline = if config.tracing {
-        Maybe::On(TraceLayer::new("server").layer(pipeline))
+        )
     } else {
         Maybe::Off(pipeline)
     };

@@ -8,6 +8,8 @@
 //!   `GET /metrics` from a plain thread.
 //! - [`trace`]: a `tracing` span per call ([`TraceLayer`]) and Kitex-style [`Tracer`] hooks
 //!   ([`TracerLayer`]).
+//! - [`stage`]: [`ObsLayer`], the three above as one stage (one future level instead of three;
+//!   what the server and client builders use).
 //!
 //! Wiring, on a server (the client is the same with `MetricsConfig::subsystem("client")`):
 //!
@@ -28,13 +30,15 @@
 pub mod http;
 pub mod metrics;
 pub mod prometheus;
+pub mod stage;
 pub mod trace;
 
 pub use http::MetricsServer;
 pub use metrics::{
     CoreMetrics, ErrorKind, HistogramSnapshot, MethodSnapshot, Metrics, MetricsConfig,
-    MetricsLayer, MetricsRegistry, MetricsSnapshot, DEFAULT_BUCKETS,
+    MetricsLayer, MetricsRegistry, MetricsSnapshot, OneKind, DEFAULT_BUCKETS,
 };
+pub use stage::{NoTracer, ObsLayer, Observed};
 pub use trace::{
     CallInfo, CallOutcome, CallStatus, Trace, TraceLayer, Tracer, TracerLayer, TracerService,
 };
