@@ -65,7 +65,8 @@ pub struct UringConfig {
     /// Provided buffers per core, a power of two (rounded up), at most 32768. Default
     /// [`DEFAULT_BUFFERS`], or `RINGRPC_URING_BUFS` from the environment.
     pub buffers: u16,
-    /// Bytes per provided buffer. Default [`DEFAULT_BUFFER_SIZE`].
+    /// Bytes per provided buffer. Default [`DEFAULT_BUFFER_SIZE`], or `RINGRPC_URING_BUF_SIZE`
+    /// from the environment.
     pub buffer_size: u32,
     /// Forces the fallback path: plain ring flags, single-shot accept, and single-shot receive
     /// into a per-operation buffer (no buffer ring). Default: `RINGRPC_URING_FALLBACK=1`.
@@ -78,9 +79,14 @@ impl Default for UringConfig {
             .ok()
             .and_then(|v| v.parse::<u16>().ok())
             .unwrap_or(DEFAULT_BUFFERS);
+        let buffer_size = std::env::var("RINGRPC_URING_BUF_SIZE")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_BUFFER_SIZE);
         Self {
             buffers,
-            buffer_size: DEFAULT_BUFFER_SIZE,
+            buffer_size,
             fallback: ring::fallback_forced_by_env(),
         }
     }
