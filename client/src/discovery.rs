@@ -69,6 +69,22 @@ impl Discovery {
             });
         });
         let watch = config.resolver.watch(&config.service, sink)?;
+        // A watch may deliver its first list later, on its own thread: resolve once now, so
+        // the first calls do not find an empty list. A list the watch delivered meanwhile wins.
+        if lock(&state).latest.is_none() {
+            match config.resolver.resolve(&config.service) {
+                Ok(instances) => {
+                    let mut st = lock(&state);
+                    if st.latest.is_none() {
+                        st.generation += 1;
+                        st.latest = Some(instances.into());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, service = %config.service, "first resolve failed");
+                }
+            }
+        }
         Ok(Self {
             state,
             _watch: Mutex::new(watch),

@@ -1,0 +1,330 @@
+//! Service discovery end to end (issue 6, item 8): servers register through their builder, a
+//! client follows the service through its resolver. The etcd test starts a private etcd (the
+//! `etcd` binary, installed by scripts/install-test-deps.sh) on free ports and fails if it is
+//! missing. Each test runs once per engine.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ringrpc_client::governance::balance::Instance;
+use ringrpc_client::governance::discovery::etcd::{EtcdConfig, EtcdRegistry, EtcdResolver};
+use ringrpc_client::governance::discovery::{Registry, Resolver, StaticResolver};
+use ringrpc_client::governance::retry::{PerMethod, RetryConfig};
+use ringrpc_client::{CallOptions, Client, ClientConfig};
+use ringrpc_codec::thrift::{Args1, SuccessResult};
+use ringrpc_engine::{Engine, RuntimeConfig};
+use ringrpc_example_echo::{Request, Response};
+use ringrpc_server::{CallContext, HandlerError, RunningServer, ServiceDef};
+
+engine_tests!(
+    etcd_two_servers_register_and_a_stopped_one_is_dropped_within_2s,
+    static_resolver_feeds_the_balancer,
+);
+
+/// A private etcd server, killed and wiped on drop.
+struct Etcd {
+    child: Child,
+    dir: PathBuf,
+    endpoint: String,
+}
+
+fn free_port() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port")
+}
+
+fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains(r#""health":"true""#)
+}
+
+impl Etcd {
+    fn start() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let found = Command::new("etcd")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "etcd is not installed: run scripts/install-test-deps.sh (Debian package etcd-server)"
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "ringrpc-server-etcd-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("etcd dir");
+        let (client, peer) = (free_port(), free_port());
+        let client_addr = client.local_addr().unwrap();
+        let peer_url = format!("http://{}", peer.local_addr().unwrap());
+        let endpoint = format!("http://{client_addr}");
+        drop((client, peer));
+        let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
+        let child = Command::new("etcd")
+            .arg("--name=ringrpc-test")
+            .arg(format!("--data-dir={}", dir.join("data").display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--advertise-client-urls={endpoint}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=ringrpc-test={peer_url}"))
+            .arg("--heartbeat-interval=50")
+            .arg("--election-timeout=500")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        let mut etcd = Self {
+            child,
+            dir,
+            endpoint,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !healthy(client_addr) {
+            if let Ok(Some(status)) = etcd.child.try_wait() {
+                let log = std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default();
+                panic!("etcd exited with {status}:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "etcd not healthy after 15 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+
+    fn config(&self) -> EtcdConfig {
+        EtcdConfig::new([self.endpoint.clone()]).retry_backoff(Duration::from_millis(100))
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An echo server counting the calls it answers.
+fn counting_server<E: TestEngine>(
+    calls: &Arc<AtomicUsize>,
+    tune: impl FnOnce(ringrpc_server::ServerBuilder) -> ringrpc_server::ServerBuilder,
+) -> RunningServer {
+    let calls = calls.clone();
+    tune(builder::<E>().shutdown_grace(Duration::from_millis(500)))
+        .service(move || {
+            let calls = calls.clone();
+            ServiceDef::new(SERVICE).thrift_method(
+                "Echo",
+                async move |_: &mut CallContext,
+                            Args1(req): Args1<Request>|
+                            -> Result<SuccessResult<Response>, HandlerError> {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(SuccessResult(Response::new(req.action, req.msg)))
+                },
+            )
+        })
+        .start()
+        .expect("server starts")
+}
+
+/// What the client task reports.
+#[derive(Default)]
+struct Report {
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+    /// When the balancer's list first lacked `gone` (after `gone` was set).
+    dropped_at: Mutex<Option<Instant>>,
+    gone: Mutex<Option<SocketAddr>>,
+    stop: AtomicBool,
+}
+
+/// Calls `Echo` in a loop (about one call per ms) on a one-core runtime until `stop`.
+fn calling<E: Engine>(client: Client<E>, report: Arc<Report>) -> ringrpc_engine::Runtime {
+    let task = Mutex::new(Some((client, report)));
+    E::launch(RuntimeConfig::with_cores(1), move |_| {
+        let (client, report) = task.lock().unwrap().take().expect("one core");
+        async move {
+            while !report.stop.load(Ordering::SeqCst) {
+                let r = client
+                    .call_thrift::<_, SuccessResult<Response>>(
+                        "Echo",
+                        &req("echo", "x"),
+                        CallOptions::default(),
+                    )
+                    .await;
+                match r {
+                    Ok(_) => report.ok.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => {
+                        eprintln!("call failed: {e}");
+                        report.failed.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+                let gone = *report.gone.lock().unwrap();
+                if let Some(gone) = gone {
+                    let list = client.instances_on_this_core().expect("on a core");
+                    let mut dropped = report.dropped_at.lock().unwrap();
+                    if dropped.is_none() && list.iter().all(|i| i.addr != gone) {
+                        *dropped = Some(Instant::now());
+                    }
+                }
+                E::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    })
+    .expect("client runtime")
+}
+
+fn wait_until(what: &str, within: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} not within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn etcd_two_servers_register_and_a_stopped_one_is_dropped_within_2s<E: TestEngine>() {
+    let etcd = Etcd::start();
+    let service = "echo";
+    let (calls_a, calls_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let registry_a: Arc<dyn Registry> = Arc::new(EtcdRegistry::connect(etcd.config()).unwrap());
+    let registry_b: Arc<dyn Registry> = Arc::new(EtcdRegistry::connect(etcd.config()).unwrap());
+    let server_a = counting_server::<E>(&calls_a, |b| b.register(registry_a, service));
+    let server_b = counting_server::<E>(&calls_b, |b| b.register(registry_b, service));
+    let (addr_a, addr_b) = (server_a.local_addr(), server_b.local_addr());
+
+    // Both are registered before start returns.
+    let resolver: Arc<dyn Resolver> = Arc::new(EtcdResolver::connect(etcd.config()).unwrap());
+    let mut listed: Vec<SocketAddr> = resolver
+        .resolve(service)
+        .unwrap()
+        .iter()
+        .map(|i| i.addr)
+        .collect();
+    listed.sort();
+    let mut want = vec![addr_a, addr_b];
+    want.sort();
+    assert_eq!(listed, want);
+
+    // A resolver-driven client (no targets) spreads its calls over both.
+    let client = Client::<E>::try_new(
+        ClientConfig::default()
+            .resolver(resolver, service)
+            .retry(PerMethod::all(RetryConfig::default())),
+    )
+    .expect("watch starts");
+    let report = Arc::new(Report::default());
+    let runtime = calling(client, report.clone());
+    wait_until("calls on both servers", Duration::from_secs(5), || {
+        calls_a.load(Ordering::SeqCst) >= 20 && calls_b.load(Ordering::SeqCst) >= 20
+    });
+
+    // B shuts down gracefully: it deregisters first, then drains.
+    *report.gone.lock().unwrap() = Some(addr_b);
+    let t0 = Instant::now();
+    server_b.shutdown();
+    let b_final = calls_b.load(Ordering::SeqCst);
+    wait_until("B left the balancer", Duration::from_secs(2), || {
+        report.dropped_at.lock().unwrap().is_some()
+    });
+    let dropped = report.dropped_at.lock().unwrap().unwrap();
+    assert!(
+        dropped.duration_since(t0) <= Duration::from_secs(2),
+        "B dropped after {:?}",
+        dropped.duration_since(t0)
+    );
+    // After that, every call goes to A and succeeds.
+    let (ok_then, a_then) = (
+        report.ok.load(Ordering::SeqCst),
+        calls_a.load(Ordering::SeqCst),
+    );
+    wait_until("100 more calls", Duration::from_secs(5), || {
+        report.ok.load(Ordering::SeqCst) >= ok_then + 100
+    });
+    report.stop.store(true, Ordering::SeqCst);
+    runtime.stop(Duration::from_millis(100));
+    let ok_after = report.ok.load(Ordering::SeqCst) - ok_then;
+    assert!(calls_a.load(Ordering::SeqCst) - a_then >= ok_after);
+    assert_eq!(calls_b.load(Ordering::SeqCst), b_final);
+    assert_eq!(
+        report.failed.load(Ordering::SeqCst),
+        0,
+        "calls failed while B left"
+    );
+    // A deregisters on shutdown too.
+    server_a.shutdown();
+    let resolver = EtcdResolver::connect(etcd.config()).unwrap();
+    assert!(resolver.resolve(service).unwrap().is_empty());
+}
+
+fn static_resolver_feeds_the_balancer<E: TestEngine>() {
+    let (calls_a, calls_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let server_a = counting_server::<E>(&calls_a, |b| b);
+    let server_b = counting_server::<E>(&calls_b, |b| b);
+    let resolver = StaticResolver::new().service(
+        "echo",
+        vec![
+            Instance::new(server_a.local_addr(), 10),
+            Instance::new(server_b.local_addr(), 10),
+        ],
+    );
+    let client = Client::<E>::try_new(ClientConfig::default().resolver(Arc::new(resolver), "echo"))
+        .expect("watch starts");
+    let (tx, rx) = mpsc::channel();
+    let listed = on_core::<E, _, _>(Duration::from_secs(10), move || async move {
+        for _ in 0..100 {
+            client
+                .call_thrift::<_, SuccessResult<Response>>(
+                    "Echo",
+                    &req("echo", "x"),
+                    CallOptions::default(),
+                )
+                .await
+                .expect("call");
+        }
+        let _ = tx.send(());
+        client.instances_on_this_core().unwrap().len()
+    });
+    rx.recv().unwrap();
+    assert_eq!(listed, 2);
+    // Round-robin over equal weights: an even split.
+    assert_eq!(calls_a.load(Ordering::SeqCst), 50);
+    assert_eq!(calls_b.load(Ordering::SeqCst), 50);
+    // A resolver that knows nothing of the service leaves the client with no instance.
+    let client = Client::<E>::try_new(
+        ClientConfig::default().resolver(Arc::new(StaticResolver::new()), "x"),
+    )
+    .unwrap();
+    let err = on_core::<E, _, _>(Duration::from_secs(10), move || async move {
+        client
+            .call_thrift::<_, SuccessResult<Response>>(
+                "Echo",
+                &req("echo", "x"),
+                CallOptions::default(),
+            )
+            .await
+            .expect_err("no instance")
+            .kind()
+    });
+    assert_eq!(err, "no_instance");
+}
