@@ -563,8 +563,11 @@ pub struct ServerHandle {
     runtime: RuntimeHandle,
     grace: Duration,
     /// The registration to withdraw when shutdown begins (taken by the first shutdown).
-    registered: Arc<Mutex<Option<(Arc<dyn Registry>, Registration)>>>,
+    registered: Arc<Mutex<Option<Registered>>>,
 }
+
+/// A registration to withdraw, and where.
+type Registered = (Arc<dyn Registry>, Registration);
 
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
