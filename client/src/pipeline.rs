@@ -12,8 +12,11 @@
 //! state on the core (breakers, balancer counters, retry budget), so no lock is taken.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -56,10 +59,38 @@ where
     type Response = A::Response;
     type Error = A::Error;
 
-    async fn call(&self, cx: &mut Cx, req: Req) -> Result<A::Response, A::Error> {
+    fn call(&self, cx: &mut Cx, req: Req) -> impl Future<Output = Result<A::Response, A::Error>> {
+        // An enum of the two futures rather than an `async` block around them, and the
+        // configured stage's future boxed: an enum is as large as its largest variant, so an
+        // inline `On` future would make every call carry (and copy) the space of stages that
+        // are switched off. Configured stages pay one allocation instead.
         match self {
-            Self::On(a) => a.call(cx, req).await,
-            Self::Off(b) => b.call(cx, req).await,
+            Self::On(a) => MaybeFuture::On {
+                fut: Box::pin(a.call(cx, req)),
+            },
+            Self::Off(b) => MaybeFuture::Off {
+                fut: b.call(cx, req),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`Maybe`] stage.
+    #[project = MaybeProj]
+    pub(crate) enum MaybeFuture<FA, FB> {
+        On { fut: Pin<Box<FA>> },
+        Off { #[pin] fut: FB },
+    }
+}
+
+impl<T, FA: Future<Output = T>, FB: Future<Output = T>> Future for MaybeFuture<FA, FB> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            MaybeProj::On { fut } => fut.as_mut().poll(cx),
+            MaybeProj::Off { fut } => fut.poll(cx),
         }
     }
 }

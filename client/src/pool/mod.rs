@@ -194,7 +194,9 @@ impl<E: Engine> Service<ClientContext, Bytes> for CorePool<E> {
                         .or_insert_with(|| std::rc::Rc::new(IdleConns::new(addr)))
                         .clone()
                 };
-                pooled::call(self, &idle, cx, body).await
+                // Boxed: a ping-pong call's future (connect, send, receive) is large, and inline
+                // it would make every multiplexed call's future as large too.
+                Box::pin(pooled::call(self, &idle, cx, body)).await
             }
         }
     }

@@ -118,7 +118,8 @@ impl<E: Engine> MuxSlots<E> {
         }
         let notify = Rc::new(Notify::new());
         *slot.borrow_mut() = Slot::Connecting(notify.clone());
-        let result = pool.connect(self.addr).await;
+        // Boxed: connecting is rare, and its future would otherwise sit in every call's.
+        let result = Box::pin(pool.connect(self.addr)).await;
         let result = result.map(|stream| {
             let (reader, writer) = stream.into_split();
             let conn = Rc::new(MuxConn {

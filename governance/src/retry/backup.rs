@@ -154,7 +154,9 @@ where
             let mut backup_cx = cx.clone();
             let backup_req = req.clone();
             let (backup_won, result) = {
-                let mut first = pin!(self.inner.call(cx, req));
+                // Boxed: both attempts are alive at once, and inline they would double the size of
+                // this future for every call, backed up or not.
+                let mut first = Box::pin(self.inner.call(cx, req));
                 let mut timer = pin!(E::sleep(config.delay));
                 let phase = poll_fn(|task| {
                     if let Poll::Ready(r) = first.as_mut().poll(task) {
@@ -170,7 +172,7 @@ where
                         if late || self.budget.as_ref().is_some_and(|b| !b.withdraw()) {
                             (false, first.await)
                         } else {
-                            let mut second = pin!(self.inner.call(&mut backup_cx, backup_req));
+                            let mut second = Box::pin(self.inner.call(&mut backup_cx, backup_req));
                             let mut first_err = None;
                             let mut second_err = None;
                             poll_fn(|task| {
