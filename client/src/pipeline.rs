@@ -12,11 +12,8 @@
 //! state on the core (breakers, balancer counters, retry budget), so no lock is taken.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -37,63 +34,12 @@ use ringrpc_governance::fallback::{Fallback, FallbackLayer};
 use ringrpc_governance::obs::{ObsLayer, Observed, Tracer};
 use ringrpc_governance::retry::{Backup, BackupLayer, Retry, RetryBudget, RetryLayer};
 use ringrpc_governance::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
-use ringrpc_governance::{Backward, CallDeadline, Layer, Service};
+use ringrpc_governance::{Backward, CallDeadline, Layer, Maybe, Service};
 
 use crate::config::{ErrorFilter, HashKeyFn, LoadBalancerKind};
 use crate::error::BizError;
 use crate::pool::{CorePool, TransportReply};
 use crate::{ClientConfig, ClientContext, ClientError, Reply};
-
-/// A stage that is either configured (`On`) or skipped (`Off`, the inner service itself).
-#[derive(Debug)]
-pub(crate) enum Maybe<A, B> {
-    On(A),
-    Off(B),
-}
-
-impl<Cx, Req, A, B> Service<Cx, Req> for Maybe<A, B>
-where
-    A: Service<Cx, Req>,
-    B: Service<Cx, Req, Response = A::Response, Error = A::Error>,
-{
-    type Response = A::Response;
-    type Error = A::Error;
-
-    fn call(&self, cx: &mut Cx, req: Req) -> impl Future<Output = Result<A::Response, A::Error>> {
-        // An enum of the two futures rather than an `async` block around them, and the
-        // configured stage's future boxed: an enum is as large as its largest variant, so an
-        // inline `On` future would make every call carry (and copy) the space of stages that
-        // are switched off. Configured stages pay one allocation instead.
-        match self {
-            Self::On(a) => MaybeFuture::On {
-                fut: Box::pin(a.call(cx, req)),
-            },
-            Self::Off(b) => MaybeFuture::Off {
-                fut: b.call(cx, req),
-            },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of a [`Maybe`] stage.
-    #[project = MaybeProj]
-    pub(crate) enum MaybeFuture<FA, FB> {
-        On { fut: Pin<Box<FA>> },
-        Off { #[pin] fut: FB },
-    }
-}
-
-impl<T, FA: Future<Output = T>, FB: Future<Output = T>> Future for MaybeFuture<FA, FB> {
-    type Output = T;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.project() {
-            MaybeProj::On { fut } => fut.as_mut().poll(cx),
-            MaybeProj::Off { fut } => fut.poll(cx),
-        }
-    }
-}
 
 /// Turns the transport's reply frame into a [`Reply`] or a typed error, inside the pipeline,
 /// so that breakers and retries see remote exceptions and business errors.

@@ -34,4 +34,6 @@ pub use balance::CallTarget;
 pub use context::CallDeadline;
 pub use metainfo::{Backward, Metainfo};
 pub use retry::CallMethod;
-pub use service::{layer_fn, service_fn, Identity, Layer, LayerFn, Service, ServiceFn, Stack};
+pub use service::{
+    layer_fn, service_fn, Identity, Layer, LayerFn, Maybe, MaybeFuture, Service, ServiceFn, Stack,
+};

@@ -22,7 +22,7 @@ use ringrpc_governance::obs::{
     CoreMetrics, MetricsConfig, MetricsRegistry, MetricsServer, ObsLayer, Tracer,
 };
 use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
-use ringrpc_governance::{Layer, Service};
+use ringrpc_governance::{Layer, Maybe};
 
 use crate::conn::{serve, CoreServer};
 use crate::hooks::{error_kind, RegisterConfig, TracerHook};
@@ -532,28 +532,6 @@ async fn accept_loop<E: Engine>(
         }
     }
     SHUTDOWN_HOOKS.with(|h| h.borrow_mut().remove(&id));
-}
-
-/// A pipeline stage that is configured (`On`) or skipped (`Off`, the inner service itself).
-enum Maybe<A, B> {
-    On(A),
-    Off(B),
-}
-
-impl<A, B> Service<CallContext, Bytes> for Maybe<A, B>
-where
-    A: Service<CallContext, Bytes, Response = Bytes, Error = HandlerError>,
-    B: Service<CallContext, Bytes, Response = Bytes, Error = HandlerError>,
-{
-    type Response = Bytes;
-    type Error = HandlerError;
-
-    async fn call(&self, cx: &mut CallContext, req: Bytes) -> Result<Bytes, HandlerError> {
-        match self {
-            Self::On(a) => a.call(cx, req).await,
-            Self::Off(b) => b.call(cx, req).await,
-        }
-    }
 }
 
 /// A cloneable, `Send` handle that shuts the server down.

@@ -39,6 +39,10 @@ enum Conns<E: Engine> {
 /// One client's state on one core.
 pub(crate) struct CorePool<E: Engine> {
     config: Arc<ClientConfig>,
+    /// The callee's service name (ToService and `isn`), built once.
+    service_name: Option<Bytes>,
+    /// This caller's name (FromService), built once.
+    caller_name: Option<Bytes>,
     seq: Cell<i32>,
     next_target: Cell<usize>,
     encoder: RefCell<FrameEncoder>,
@@ -53,6 +57,8 @@ impl<E: Engine> CorePool<E> {
             ConnMode::Pooled { .. } => Conns::Pooled(RefCell::new(HashMap::new())),
         };
         Self {
+            service_name: config.service_name.clone().map(Bytes::from),
+            caller_name: config.caller_name.clone().map(Bytes::from),
             config,
             seq: Cell::new(0),
             next_target: Cell::new(0),
@@ -113,13 +119,19 @@ impl<E: Engine> CorePool<E> {
             if mux {
                 h.flags = FLAG_SUPPORT_OUT_OF_ORDER;
             }
-            h.set_int_kv(int::TO_METHOD, head.method.clone());
-            if let Some(s) = &self.config.service_name {
-                h.set_int_kv(int::TO_SERVICE, s.clone());
-                h.set_str_kv(skeys::IDL_SERVICE_NAME, s.clone());
+            // A fresh header: push instead of set (no search for an earlier value), and the
+            // names are `Bytes` built once per core, so each call clones rather than copies.
+            h.int_kvs.reserve(4);
+            h.int_kvs.push((int::TO_METHOD, head.method.clone()));
+            if let Some(s) = &self.service_name {
+                h.int_kvs.push((int::TO_SERVICE, s.clone()));
+                h.str_kvs.push((
+                    Bytes::from_static(skeys::IDL_SERVICE_NAME.as_bytes()),
+                    s.clone(),
+                ));
             }
-            if let Some(c) = &self.config.caller_name {
-                h.set_int_kv(int::FROM_SERVICE, c.clone());
+            if let Some(c) = &self.caller_name {
+                h.int_kvs.push((int::FROM_SERVICE, c.clone()));
             }
             if let Some(deadline) = cx.deadline() {
                 // Rounded up, so the server's deadline (its receive time plus this) is never
