@@ -3,13 +3,15 @@
 //! Outermost first (docs/governance.md):
 //!
 //! ```text
-//! Obs? (span, tracer, metrics) ─▶ Fallback? ─▶ Timeout ─▶ Acl ─▶ Breaker? (per method) ─▶ Backup ─▶ Retry ─▶ Balance
+//! Obs? (span, tracer, metrics) ─▶ Fallback? ─▶ Timeout ─▶ Acl? ─▶ Breaker? (per method) ─▶ Backup? ─▶ Retry? ─▶ Balance
 //!   ─▶ InstanceBreaker? ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
 //! ```
 //!
-//! Stages marked `?` are absent (not merely idle) when not configured. Backup and retry cost one
-//! lookup in an empty per-method table for methods they do not cover. Every stage keeps its
-//! state on the core (breakers, balancer counters, retry budget), so no lock is taken.
+//! Stages marked `?` are absent (not merely idle) when not configured; a configured stage's
+//! future is boxed (see `Maybe`), so stages that are off cost neither time nor future size.
+//! Backup and retry, when on, cost one per-method lookup for methods they do not cover. Every
+//! stage keeps its state on the core (breakers, balancer counters, retry budget), so no lock
+//! is taken.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -207,10 +209,10 @@ type Transport<E> = Decode<Rc<CorePool<E>>>;
 type WithInstance<E> =
     Maybe<InstanceBreakerService<Transport<E>, SystemClock, FailFn>, Transport<E>>;
 type Balanced<E> = Balance<WithInstance<E>, Rc<AnyBalancer>, CallKey>;
-type Retried<E> = Retry<Balanced<E>, E, ErrorFilter, SystemClock>;
-type Backed<E> = Backup<Retried<E>, E, SystemClock>;
+type Retried<E> = Maybe<Retry<Balanced<E>, E, ErrorFilter, SystemClock>, Balanced<E>>;
+type Backed<E> = Maybe<Backup<Retried<E>, E, SystemClock>, Retried<E>>;
 type Broken<E> = Maybe<BreakerService<Backed<E>, SystemClock, FailFn>, Backed<E>>;
-type Guarded<E> = Acl<Broken<E>, ClientContext, Bytes>;
+type Guarded<E> = Maybe<Acl<Broken<E>, ClientContext, Bytes>, Broken<E>>;
 type Timed<E> = Timeout<Guarded<E>, E>;
 type FallbackBox = Box<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError>>;
 
@@ -260,14 +262,26 @@ impl<E: Engine> CoreClient<E> {
                 key: config.hash_key.clone(),
             })
             .layer(svc);
+        // Retry and backup share one budget; a stage no method uses is left out.
         let budget = Rc::new(RetryBudget::new(config.retry_budget));
-        let svc: Retried<E> =
-            RetryLayer::<E, _>::new(config.retry.clone(), config.retry_policy.clone())
-                .budget(budget.clone())
-                .layer(svc);
-        let svc: Backed<E> = BackupLayer::<E>::new(config.backup.clone())
-            .budget(budget)
-            .layer(svc);
+        let svc: Retried<E> = if config.retry.is_none() {
+            Maybe::Off(svc)
+        } else {
+            Maybe::On(
+                RetryLayer::<E, _>::new(config.retry.clone(), config.retry_policy.clone())
+                    .budget(budget.clone())
+                    .layer(svc),
+            )
+        };
+        let svc: Backed<E> = if config.backup.is_none() {
+            Maybe::Off(svc)
+        } else {
+            Maybe::On(
+                BackupLayer::<E>::new(config.backup.clone())
+                    .budget(budget)
+                    .layer(svc),
+            )
+        };
         let svc: Broken<E> = match config.breaker {
             Some(c) => Maybe::On(
                 BreakerLayer::new(c)
@@ -276,7 +290,11 @@ impl<E: Engine> CoreClient<E> {
             ),
             None => Maybe::Off(svc),
         };
-        let svc: Guarded<E> = AclLayer::new(config.acl.clone()).layer(svc);
+        let svc: Guarded<E> = if config.acl.is_empty() {
+            Maybe::Off(svc)
+        } else {
+            Maybe::On(AclLayer::new(config.acl.clone()).layer(svc))
+        };
         // The deadline is set per call in the context; the layer enforces it.
         let svc: Timed<E> = TimeoutLayer::<E>::new(TimeoutConfig { timeout: None }).layer(svc);
         let pipeline = match &config.fallback {

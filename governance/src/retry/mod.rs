@@ -164,6 +164,11 @@ impl<T> PerMethod<T> {
         self
     }
 
+    /// Whether no method has the setting (the stage can be left out of a pipeline).
+    pub fn is_none(&self) -> bool {
+        self.default.is_none() && self.methods.values().all(Option::is_none)
+    }
+
     /// The setting of `method`.
     pub fn get(&self, method: &str) -> Option<&T> {
         match self.methods.get(method) {
