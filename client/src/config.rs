@@ -240,6 +240,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Longest a call may take, also sent to the server (TTHeader int key 12). Default 3 s.
     pub rpc_timeout: Option<Duration>,
+    /// Read/write timeout of a connection (Kitex's ReadWriteTimeout): a send that makes no
+    /// progress for this long, or a connection with calls waiting that receives nothing for
+    /// this long, fails that connection and its pending calls with `ClientError::Timeout`.
+    /// Keep it above the slowest expected reply. Default: off (the RPC timeout bounds each call).
+    pub read_write_timeout: Option<Duration>,
     /// Largest reply accepted. Default 16 MiB.
     pub max_frame_size: usize,
     /// The IDL service name of the callee, sent as `isn` and ToService for routing.
@@ -270,6 +275,7 @@ impl Default for ClientConfig {
             protocol: Protocol::default(),
             conn_mode: ConnMode::default(),
             connect_timeout: Duration::from_secs(1),
+            read_write_timeout: None,
             rpc_timeout: Some(Duration::from_secs(3)),
             max_frame_size: ringrpc_codec::DEFAULT_MAX_FRAME_SIZE,
             service_name: None,
@@ -308,6 +314,12 @@ impl ClientConfig {
     /// Sets the connect timeout.
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = t;
+        self
+    }
+
+    /// Sets the connection read/write timeout (see [`ClientConfig::read_write_timeout`]).
+    pub fn read_write_timeout(mut self, t: Duration) -> Self {
+        self.read_write_timeout = Some(t);
         self
     }
 

@@ -9,10 +9,12 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::local::Notify;
+use crate::time::timeout;
 use crate::{Engine, StreamWriter};
 
 #[derive(Debug, Default)]
@@ -38,8 +40,19 @@ pub struct Outbox {
 impl Outbox {
     /// Spawns the writer task for `writer` on the current core and returns the queue feeding it.
     pub fn spawn<E: Engine, W: StreamWriter>(writer: W) -> Self {
+        Self::spawn_with_timeout::<E, W>(writer, None)
+    }
+
+    /// Like [`Outbox::spawn`], and a send that has not completed within `write_timeout` (the
+    /// peer stopped reading) stops the writer with [`io::ErrorKind::TimedOut`]: the connection's
+    /// owner sees [`Outbox::is_closed`] and closes it, so a client that never reads cannot hold
+    /// a connection and its queued replies forever.
+    pub fn spawn_with_timeout<E: Engine, W: StreamWriter>(
+        writer: W,
+        write_timeout: Option<Duration>,
+    ) -> Self {
         let shared = Rc::new(Shared::default());
-        E::spawn(run_writer(writer, shared.clone()));
+        E::spawn(run_writer::<E, W>(writer, shared.clone(), write_timeout));
         Self { shared }
     }
 
@@ -103,7 +116,11 @@ impl Outbox {
     }
 }
 
-async fn run_writer<W: StreamWriter>(mut writer: W, shared: Rc<Shared>) {
+async fn run_writer<E: Engine, W: StreamWriter>(
+    mut writer: W,
+    shared: Rc<Shared>,
+    write_timeout: Option<Duration>,
+) {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
         if shared.queue.borrow().is_empty() {
@@ -116,7 +133,15 @@ async fn run_writer<W: StreamWriter>(mut writer: W, shared: Rc<Shared>) {
         }
         std::mem::swap(&mut *shared.queue.borrow_mut(), &mut batch);
         let sent: usize = batch.iter().map(Bytes::len).sum();
-        let (result, emptied) = writer.send(batch).await;
+        let (result, emptied) = match write_timeout {
+            None => writer.send(batch).await,
+            // On expiry the send future is dropped (cancel-safe: the engine keeps the buffers
+            // until the kernel is done with them) and the batch with it.
+            Some(t) => match timeout::<E, _>(t, writer.send(batch)).await {
+                Ok(sent) => sent,
+                Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
+            },
+        };
         batch = emptied;
         batch.clear();
         shared

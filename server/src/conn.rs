@@ -95,7 +95,7 @@ where
     let config = core.config.clone();
     let (mut reader, writer) = stream.into_split();
     let conn = Rc::new(Conn {
-        outbox: Outbox::spawn::<E, _>(writer),
+        outbox: Outbox::spawn_with_timeout::<E, _>(writer, Some(config.write_timeout)),
         encoder: RefCell::new(FrameEncoder::new()),
         chunks: RefCell::new(Vec::new()),
         in_flight: Cell::new(0),

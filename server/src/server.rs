@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// A partly received frame must complete within this. Default 30 s.
     pub read_timeout: Duration,
+    /// A send of replies that makes no progress for this long (the client stopped reading)
+    /// closes the connection. Default 30 s.
+    pub write_timeout: Duration,
     /// Longest a handler may run (the caller's deadline applies too, whichever is first).
     /// Default: none.
     pub handler_timeout: Option<Duration>,
@@ -124,6 +127,7 @@ impl Default for ServerConfig {
             max_queued_bytes: 4 << 20,
             idle_timeout: Duration::from_secs(600),
             read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             handler_timeout: None,
             shutdown_grace: Duration::from_secs(5),
             rate_limit: None,
@@ -220,6 +224,13 @@ impl ServerBuilder {
     /// Idle timeout.
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.config.idle_timeout = d;
+        self
+    }
+
+    /// Write timeout: a reply send stuck this long (the client stopped reading) closes the
+    /// connection.
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.config.write_timeout = d;
         self
     }
 

@@ -264,7 +264,9 @@ fn etcd_two_servers_register_and_a_stopped_one_is_dropped_within_2s<E: TestEngin
     report.stop.store(true, Ordering::SeqCst);
     runtime.stop(Duration::from_millis(100));
     let ok_after = report.ok.load(Ordering::SeqCst) - ok_then;
-    assert!(calls_a.load(Ordering::SeqCst) - a_then >= ok_after);
+    // The one caller may have a call in flight across the two snapshots above: served by A
+    // before `a_then`, counted ok after `ok_then`.
+    assert!(calls_a.load(Ordering::SeqCst) - a_then + 1 >= ok_after);
     assert_eq!(calls_b.load(Ordering::SeqCst), b_final);
     assert_eq!(
         report.failed.load(Ordering::SeqCst),

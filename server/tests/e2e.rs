@@ -35,6 +35,8 @@ engine_tests!(
     kitex_protobuf_over_ttheader_and_framed,
     oneway_calls_run_and_get_no_reply,
     outside_client_calls_from_a_plain_thread,
+    a_client_that_never_reads_is_closed_after_the_write_timeout,
+    client_read_write_timeout_fails_a_silent_connection,
 );
 
 fn client<E: TestEngine>(addr: SocketAddr) -> ClientConfig {
@@ -841,4 +843,107 @@ fn outside_client_calls_from_a_plain_thread<E: TestEngine>() {
     let after = outside.call_raw_blocking("Echo", echo_body("echo", "x"), CallOptions::default());
     assert!(matches!(after, Err(ClientError::Closed)), "{after:?}");
     server.shutdown();
+}
+
+/// A client that sends requests but never reads the replies: once the socket buffers are full
+/// the server's send makes no progress, and after the write timeout the server closes the
+/// connection (our writes then fail with a reset) while a well-behaved client keeps working.
+fn a_client_that_never_reads_is_closed_after_the_write_timeout<E: TestEngine>() {
+    let probe = Arc::new(Probe::default());
+    let server = start_test_server::<E>(&probe, |b| {
+        b.write_timeout(Duration::from_millis(300))
+            .idle_timeout(Duration::from_secs(60))
+    });
+    let addr = server.local_addr();
+    let mut s = raw_connect(addr, Duration::from_secs(5));
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let msg = "x".repeat(64 * 1024);
+    let mut frame = Vec::new();
+    let head = FrameHead::new(
+        Framing::Framed,
+        PayloadProtocol::ThriftBinary,
+        MessageType::Call,
+        "Echo",
+        1,
+    );
+    FrameEncoder::new()
+        .encode(&head, echo_body("echo", &msg), &mut frame)
+        .unwrap();
+    let frame = frame.concat();
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(20) {
+        match std::io::Write::write_all(&mut s, &frame) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ),
+                    "{e:?}"
+                );
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "the server kept a connection whose client never reads"
+    );
+    let c = Client::<E>::new(client::<E>(addr));
+    let ok = on_core::<E, _, _>(Duration::from_secs(10), move || async move {
+        echo_ok(&c, "echo", "still serving".into()).await
+    });
+    assert_eq!(ok, Ok(()));
+    server.shutdown();
+}
+
+/// A peer that accepts, reads and never answers: with a read/write timeout the client fails the
+/// call (and, multiplexed, the connection) after that timeout, long before the RPC timeout.
+fn client_read_write_timeout_fails_a_silent_connection<E: TestEngine>() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let silent = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            listener.set_nonblocking(true).unwrap();
+            let mut held = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok((s, _)) = listener.accept() {
+                    held.push(s);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    for mode in [ConnMode::multiplexed(1), ConnMode::pooled()] {
+        let c = Client::<E>::new(
+            client::<E>(addr)
+                .conn_mode(mode)
+                .rpc_timeout(Some(Duration::from_secs(10)))
+                .read_write_timeout(Duration::from_millis(300)),
+        );
+        let (r, took) = on_core::<E, _, _>(Duration::from_secs(10), move || async move {
+            let t = Instant::now();
+            let r = echo_ok(&c, "echo", "anyone?".into()).await;
+            (r, t.elapsed())
+        });
+        assert!(r.is_err(), "{mode:?}: {r:?}");
+        assert!(
+            r.as_ref().unwrap_err().contains("timeout"),
+            "{mode:?}: {r:?}"
+        );
+        assert!(took < Duration::from_secs(3), "{mode:?}: took {took:?}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    silent.join().unwrap();
 }

@@ -10,11 +10,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ringrpc_codec::{Decoded, DecoderConfig, Frame, FrameDecoder, LinkBuf};
 use ringrpc_engine::local::{oneshot, Notify};
 use ringrpc_engine::outbox::Outbox;
+use ringrpc_engine::time::timeout;
 use ringrpc_engine::{Engine, Stream, StreamReader};
 
 use super::{has_conn_reset, CorePool, TransportReply};
@@ -123,15 +125,16 @@ impl<E: Engine> MuxSlots<E> {
         let result = result.map(|stream| {
             let (reader, writer) = stream.into_split();
             let conn = Rc::new(MuxConn {
-                outbox: Outbox::spawn::<E, _>(writer),
+                outbox: Outbox::spawn_with_timeout::<E, _>(writer, pool.config.read_write_timeout),
                 pending: RefCell::new(HashMap::new()),
                 closed: Cell::new(false),
                 retired: Cell::new(false),
             });
-            E::spawn(read_replies(
+            E::spawn(read_replies::<E, _>(
                 reader,
                 conn.clone(),
                 pool.config.max_frame_size,
+                pool.config.read_write_timeout,
             ));
             conn
         });
@@ -173,11 +176,27 @@ pub(super) async fn call<E: Engine>(
     }
 }
 
-async fn read_replies<R: StreamReader>(mut reader: R, conn: Rc<MuxConn>, max_frame_size: usize) {
+async fn read_replies<E: Engine, R: StreamReader>(
+    mut reader: R,
+    conn: Rc<MuxConn>,
+    max_frame_size: usize,
+    read_timeout: Option<Duration>,
+) {
     let mut buf = LinkBuf::new();
     let mut decoder = FrameDecoder::new(DecoderConfig { max_frame_size });
     let failure = 'read: loop {
-        match reader.recv().await {
+        // With calls waiting, a silent connection fails after the read timeout; an idle one
+        // (nothing pending) may stay silent.
+        let received = match read_timeout {
+            Some(t) if !conn.pending.borrow().is_empty() => {
+                match timeout::<E, _>(t, reader.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => break ClientError::Timeout(t),
+                }
+            }
+            _ => reader.recv().await,
+        };
+        match received {
             Ok(Some(chunk)) => buf.push(chunk),
             Ok(None) | Err(_) => break ClientError::Closed,
         }
@@ -193,13 +212,15 @@ async fn read_replies<R: StreamReader>(mut reader: R, conn: Rc<MuxConn>, max_fra
         }
     };
     tracing::debug!(error = %failure, "multiplexed connection ended");
-    let codec = match failure {
-        ClientError::Codec(e) => Some(e),
-        _ => None,
+    let (codec, timed_out) = match failure {
+        ClientError::Codec(e) => (Some(e), None),
+        ClientError::Timeout(t) => (None, Some(t)),
+        _ => (None, None),
     };
-    conn.fail_all(|| match &codec {
-        Some(e) => ClientError::Codec(e.clone()),
-        None => ClientError::Closed,
+    conn.fail_all(|| match (&codec, timed_out) {
+        (Some(e), _) => ClientError::Codec(e.clone()),
+        (None, Some(t)) => ClientError::Timeout(t),
+        (None, None) => ClientError::Closed,
     });
     conn.outbox.begin_close();
 }

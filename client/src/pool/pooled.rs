@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringrpc_codec::{Decoded, DecoderConfig, Frame, FrameDecoder, LinkBuf, MessageType};
+use ringrpc_engine::time::timeout;
 use ringrpc_engine::{Engine, Stream, StreamReader, StreamWriter};
 
 use super::{has_conn_reset, CorePool, TransportReply};
@@ -133,7 +134,15 @@ async fn attempt<E: Engine>(
         Ok(c) => c,
         Err(e) => return Attempt::Done(Err(e)),
     };
-    let (sent, _) = conn.writer.send(chunks).await;
+    let io_timeout = pool.config.read_write_timeout;
+    let sent = match io_timeout {
+        None => conn.writer.send(chunks).await.0,
+        Some(t) => match timeout::<E, _>(t, conn.writer.send(chunks)).await {
+            Ok((sent, _)) => sent,
+            // The connection is dropped with this attempt: nothing else reads its bytes.
+            Err(_) => return Attempt::Done(Err(ClientError::Timeout(t))),
+        },
+    };
     if sent.is_err() {
         return Attempt::StaleConn;
     }
@@ -148,7 +157,14 @@ async fn attempt<E: Engine>(
             Ok(Decoded::NeedMore(_)) => {}
             Err(e) => return Attempt::Done(Err(ClientError::Codec(e))),
         }
-        match conn.reader.recv().await {
+        let received = match io_timeout {
+            None => conn.reader.recv().await,
+            Some(t) => match timeout::<E, _>(t, conn.reader.recv()).await {
+                Ok(r) => r,
+                Err(_) => return Attempt::Done(Err(ClientError::Timeout(t))),
+            },
+        };
+        match received {
             Ok(Some(chunk)) => {
                 received_any = true;
                 conn.buf.push(chunk);
