@@ -199,6 +199,8 @@ fn metrics_endpoint_and_tracer_hooks_on_both_sides<E: TestEngine>() {
         2.0,
     );
     expect(&cbody, "ringrpc_client_in_flight", 1.0);
+    // One multiplexed connection from the client's side, counted by its pool.
+    expect(&cbody, "ringrpc_client_connections", 1.0);
     assert!(
         value(&cbody, &format!("ringrpc_engine_sent_bytes_total{core0}")).is_some_and(|v| v > 0.0),
         "client engine counters\n{cbody}"

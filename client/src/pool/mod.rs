@@ -11,6 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ use ringrpc_codec::{
 };
 use ringrpc_engine::time::timeout;
 use ringrpc_engine::{Engine, Stream};
+use ringrpc_governance::obs::CoreMetrics;
 use ringrpc_governance::{CallDeadline, Service};
 
 use crate::config::{ClientConfig, ConnMode};
@@ -32,13 +34,15 @@ pub(crate) use pooled::IdleConns;
 
 /// The connections of one core, by address.
 enum Conns<E: Engine> {
-    Mux(RefCell<HashMap<SocketAddr, std::rc::Rc<MuxSlots<E>>>>),
-    Pooled(RefCell<HashMap<SocketAddr, std::rc::Rc<IdleConns<E>>>>),
+    Mux(RefCell<HashMap<SocketAddr, Rc<MuxSlots<E>>>>),
+    Pooled(RefCell<HashMap<SocketAddr, Rc<IdleConns<E>>>>),
 }
 
 /// One client's state on one core.
 pub(crate) struct CorePool<E: Engine> {
     config: Arc<ClientConfig>,
+    /// This core's metrics, when the client has a registry (open connections are counted).
+    metrics: Option<Rc<CoreMetrics>>,
     /// The callee's service name (ToService and `isn`), built once.
     service_name: Option<Bytes>,
     /// This caller's name (FromService), built once.
@@ -57,6 +61,7 @@ impl<E: Engine> CorePool<E> {
             ConnMode::Pooled { .. } => Conns::Pooled(RefCell::new(HashMap::new())),
         };
         Self {
+            metrics: config.metrics.as_ref().map(|r| r.core_metrics()),
             service_name: config.service_name.clone().map(Bytes::from),
             caller_name: config.caller_name.clone().map(Bytes::from),
             config,
@@ -161,11 +166,31 @@ impl<E: Engine> CorePool<E> {
     }
 
     /// Connects to `addr` within the connect timeout.
-    async fn connect(&self, addr: SocketAddr) -> Result<E::Stream, ClientError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<(E::Stream, ConnCount), ClientError> {
         match timeout::<E, _>(self.config.connect_timeout, E::Stream::connect(addr)).await {
-            Ok(Ok(s)) => Ok(s),
+            Ok(Ok(s)) => Ok((s, ConnCount::open(&self.metrics))),
             Ok(Err(source)) => Err(ClientError::Connect { addr, source }),
             Err(_) => Err(ClientError::ConnectTimeout { addr }),
+        }
+    }
+}
+
+/// Counts one open connection in the client's metrics while it lives.
+pub(crate) struct ConnCount(Option<Rc<CoreMetrics>>);
+
+impl ConnCount {
+    fn open(metrics: &Option<Rc<CoreMetrics>>) -> Self {
+        if let Some(m) = metrics {
+            m.connection_opened();
+        }
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for ConnCount {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0 {
+            m.connection_closed();
         }
     }
 }
@@ -194,7 +219,7 @@ impl<E: Engine> Service<ClientContext, Bytes> for CorePool<E> {
                         ConnMode::Pooled { .. } => 1,
                     };
                     map.entry(addr)
-                        .or_insert_with(|| std::rc::Rc::new(MuxSlots::new(addr, n)))
+                        .or_insert_with(|| Rc::new(MuxSlots::new(addr, n)))
                         .clone()
                 };
                 mux::call(self, &slots, cx, body).await
@@ -203,7 +228,7 @@ impl<E: Engine> Service<ClientContext, Bytes> for CorePool<E> {
                 let idle = {
                     let mut map = map.borrow_mut();
                     map.entry(addr)
-                        .or_insert_with(|| std::rc::Rc::new(IdleConns::new(addr)))
+                        .or_insert_with(|| Rc::new(IdleConns::new(addr)))
                         .clone()
                 };
                 // Boxed: a ping-pong call's future (connect, send, receive) is large, and inline
@@ -233,7 +258,7 @@ const KEEPER_PERIOD: std::time::Duration = std::time::Duration::from_millis(50);
 /// exit until the engine gives up on them. The keeper drops them as soon as the runtime starts
 /// stopping (or, at the latest, when the stopping core drops the keeper itself), and meanwhile
 /// closes idle connections older than the idle timeout.
-pub(crate) fn spawn_keeper<E: Engine>(pool: &std::rc::Rc<CorePool<E>>) {
+pub(crate) fn spawn_keeper<E: Engine>(pool: &Rc<CorePool<E>>) {
     if !matches!(pool.conns, Conns::Pooled(_)) {
         return;
     }
@@ -245,7 +270,7 @@ pub(crate) fn spawn_keeper<E: Engine>(pool: &std::rc::Rc<CorePool<E>>) {
             }
         }
     }
-    let guard = ClearOnDrop(std::rc::Rc::downgrade(pool));
+    let guard = ClearOnDrop(Rc::downgrade(pool));
     E::spawn(async move {
         loop {
             E::sleep(KEEPER_PERIOD).await;

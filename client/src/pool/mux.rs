@@ -19,7 +19,7 @@ use ringrpc_engine::outbox::Outbox;
 use ringrpc_engine::time::timeout;
 use ringrpc_engine::{Engine, Stream, StreamReader};
 
-use super::{has_conn_reset, CorePool, TransportReply};
+use super::{has_conn_reset, ConnCount, CorePool, TransportReply};
 use crate::{ClientContext, ClientError};
 
 type Pending = oneshot::Sender<Result<Frame, ClientError>>;
@@ -32,6 +32,8 @@ pub(crate) struct MuxConn {
     closed: Cell<bool>,
     /// The server asked us to stop using it (`crrst`).
     retired: Cell<bool>,
+    /// Counts the connection in the client's metrics while it is open.
+    _counted: ConnCount,
 }
 
 impl MuxConn {
@@ -122,9 +124,10 @@ impl<E: Engine> MuxSlots<E> {
         *slot.borrow_mut() = Slot::Connecting(notify.clone());
         // Boxed: connecting is rare, and its future would otherwise sit in every call's.
         let result = Box::pin(pool.connect(self.addr)).await;
-        let result = result.map(|stream| {
+        let result = result.map(|(stream, counted)| {
             let (reader, writer) = stream.into_split();
             let conn = Rc::new(MuxConn {
+                _counted: counted,
                 outbox: Outbox::spawn_with_timeout::<E, _>(writer, pool.config.read_write_timeout),
                 pending: RefCell::new(HashMap::new()),
                 closed: Cell::new(false),

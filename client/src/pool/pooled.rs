@@ -18,7 +18,7 @@ use ringrpc_codec::{Decoded, DecoderConfig, Frame, FrameDecoder, LinkBuf, Messag
 use ringrpc_engine::time::timeout;
 use ringrpc_engine::{Engine, Stream, StreamReader, StreamWriter};
 
-use super::{has_conn_reset, CorePool, TransportReply};
+use super::{has_conn_reset, ConnCount, CorePool, TransportReply};
 use crate::config::ConnMode;
 use crate::{ClientContext, ClientError};
 
@@ -29,6 +29,8 @@ struct PooledConn<E: Engine> {
     buf: LinkBuf,
     decoder: FrameDecoder,
     idle_since: Instant,
+    /// Counts the connection in the client's metrics while it is open.
+    _counted: ConnCount,
 }
 
 /// The idle connections of one address on one core (most recently used last).
@@ -95,7 +97,7 @@ pub(super) async fn call<E: Engine>(
         let conn = match reused {
             Some(c) => c,
             None => {
-                let stream = match pool.connect(idle.addr).await {
+                let (stream, counted) = match pool.connect(idle.addr).await {
                     Ok(s) => s,
                     // The retry of a stale connection: the call's failure is the closed one.
                     Err(_) if retried => return Err(ClientError::Closed),
@@ -110,6 +112,7 @@ pub(super) async fn call<E: Engine>(
                         max_frame_size: pool.config.max_frame_size,
                     }),
                     idle_since: Instant::now(),
+                    _counted: counted,
                 }
             }
         };
