@@ -31,7 +31,7 @@ use ringrpc_governance::breaker::{
     BreakerLayer, BreakerService, BreakerState, InstanceBreakerLayer, InstanceBreakerService,
     InstanceBreakers,
 };
-use ringrpc_governance::clock::SystemClock;
+use ringrpc_governance::clock::{SystemClock, TurnClock};
 use ringrpc_governance::fallback::{Fallback, FallbackLayer};
 use ringrpc_governance::obs::{ObsLayer, Observed, Tracer};
 use ringrpc_governance::retry::{Backup, BackupLayer, Retry, RetryBudget, RetryLayer};
@@ -206,12 +206,11 @@ fn instance_failure(e: &ClientError) -> bool {
 }
 
 type Transport<E> = Decode<Rc<CorePool<E>>>;
-type WithInstance<E> =
-    Maybe<InstanceBreakerService<Transport<E>, SystemClock, FailFn>, Transport<E>>;
+type WithInstance<E> = Maybe<InstanceBreakerService<Transport<E>, TurnClock, FailFn>, Transport<E>>;
 type Balanced<E> = Balance<WithInstance<E>, Rc<AnyBalancer>, CallKey>;
 type Retried<E> = Maybe<Retry<Balanced<E>, E, ErrorFilter, SystemClock>, Balanced<E>>;
 type Backed<E> = Maybe<Backup<Retried<E>, E, SystemClock>, Retried<E>>;
-type Broken<E> = Maybe<BreakerService<Backed<E>, SystemClock, FailFn>, Backed<E>>;
+type Broken<E> = Maybe<BreakerService<Backed<E>, TurnClock, FailFn>, Backed<E>>;
 type Guarded<E> = Maybe<Acl<Broken<E>, ClientContext, Bytes>, Broken<E>>;
 type Timed<E> = Timeout<Guarded<E>, E>;
 type FallbackBox = Box<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError>>;
@@ -227,7 +226,7 @@ pub(crate) type Pipeline<E> = Maybe<Observed<Fallen<E>, SharedTracer, KindFn>, F
 pub(crate) struct CoreClient<E: Engine> {
     pub(crate) pipeline: Pipeline<E>,
     balancer: Rc<AnyBalancer>,
-    instance_breakers: Option<Rc<InstanceBreakers>>,
+    instance_breakers: Option<Rc<InstanceBreakers<TurnClock>>>,
     /// Generation of the last discovery snapshot applied on this core.
     applied: Cell<u64>,
 }
@@ -238,7 +237,7 @@ impl<E: Engine> CoreClient<E> {
         let transport = Decode(pool);
         let instance_breakers = config
             .instance_breaker
-            .map(|c| Rc::new(InstanceBreakers::new(c)));
+            .map(|c| Rc::new(InstanceBreakers::with_clock(c, TurnClock)));
         let svc: WithInstance<E> = match &instance_breakers {
             Some(b) => Maybe::On(
                 InstanceBreakerLayer::new(b.clone())
@@ -285,6 +284,7 @@ impl<E: Engine> CoreClient<E> {
         let svc: Broken<E> = match config.breaker {
             Some(c) => Maybe::On(
                 BreakerLayer::new(c)
+                    .clock(TurnClock)
                     .failure_policy(method_failure as FailFn)
                     .layer(svc),
             ),

@@ -26,6 +26,6 @@ pub mod uring;
 pub use counters::{CounterSnapshot, Counters};
 pub use interface::{Engine, Listener, Stream, StreamReader, StreamWriter};
 pub use runtime::{
-    current_core, current_runtime, run_on, CoreId, EngineError, Runtime, RuntimeConfig,
+    current_core, current_runtime, run_on, turn_now, CoreId, EngineError, Runtime, RuntimeConfig,
     RuntimeHandle,
 };

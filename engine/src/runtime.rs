@@ -235,6 +235,26 @@ impl Drop for CoreGuard {
     }
 }
 
+thread_local! {
+    /// When the current loop turn of this core began (engines that refresh it per turn).
+    static TURN_NOW: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// The time at the start of the calling core's current loop turn: a clock read that costs a
+/// thread-local load instead of a `clock_gettime`, at most one turn stale (the io_uring engine
+/// refreshes it every turn, after waiting). For policies whose windows are seconds (breakers,
+/// budgets), not for latency measurement. Outside an io_uring core it is `Instant::now()`.
+pub fn turn_now() -> Instant {
+    TURN_NOW
+        .with(std::cell::Cell::get)
+        .unwrap_or_else(Instant::now)
+}
+
+/// Sets (or, with `None`, clears) the calling core's turn time.
+pub(crate) fn set_turn_now(now: Option<Instant>) {
+    TURN_NOW.with(|t| t.set(now));
+}
+
 /// The core the calling thread runs, or `None` outside a runtime.
 pub fn current_core() -> Option<CoreId> {
     CURRENT.with(|c| c.borrow().as_ref().map(|(id, _)| *id))

@@ -51,3 +51,35 @@ fn baseline_echo() {
 fn uring_echo() {
     echo_roundtrip::<ringrpc_engine::uring::Uring>();
 }
+
+/// `turn_now` on an io_uring core is the time the loop turn began: equal within a poll, moved on
+/// after the task waited, never ahead of the real clock.
+#[test]
+fn turn_clock_is_cached_per_turn_and_advances() {
+    use ringrpc_engine::turn_now;
+    use ringrpc_engine::uring::Uring;
+    use std::time::Instant;
+    let (tx, rx) = mpsc::channel();
+    let rt = Uring::launch(RuntimeConfig::with_cores(1), move |_| {
+        let tx = tx.clone();
+        async move {
+            let (a, b) = (turn_now(), turn_now());
+            let real = Instant::now();
+            Uring::sleep(Duration::from_millis(20)).await;
+            let c = turn_now();
+            tx.send((a, b, real, c)).unwrap();
+        }
+    })
+    .unwrap();
+    let (a, b, real, c) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    rt.stop(Duration::from_millis(100));
+    assert_eq!(a, b, "two reads in one poll see the same turn time");
+    assert!(a <= real, "the turn time is never ahead of the clock");
+    assert!(
+        c >= a + Duration::from_millis(20),
+        "it moves on after a wait"
+    );
+    // Outside a core it is the system clock.
+    let before = Instant::now();
+    assert!(turn_now() >= before);
+}

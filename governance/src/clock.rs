@@ -26,6 +26,18 @@ impl Clock for SystemClock {
     }
 }
 
+/// The engine's per-turn clock ([`ringrpc_engine::turn_now`]): no system call per read, at most
+/// one loop turn stale. Right for breakers and budgets, whose windows are seconds, on the request
+/// path where several reads per call add up; outside an io_uring core it reads the system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurnClock;
+
+impl Clock for TurnClock {
+    fn now(&self) -> Instant {
+        ringrpc_engine::turn_now()
+    }
+}
+
 /// A clock that only moves when [`ManualClock::advance`] is called; clones share the same time.
 ///
 /// It is `Send + Sync` (an atomic offset from a fixed origin) so one clock can drive per-core

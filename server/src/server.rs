@@ -15,7 +15,7 @@ use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{CoreId, Engine, Listener, Runtime, RuntimeConfig, RuntimeHandle};
 use ringrpc_governance::acl::{AclLayer, AclRules};
 use ringrpc_governance::balance::Instance;
-use ringrpc_governance::clock::SystemClock;
+use ringrpc_governance::clock::TurnClock;
 use ringrpc_governance::discovery::{Registration, Registry};
 use ringrpc_governance::limit::{GlobalLimit, LimitConfig, LimitLayer};
 use ringrpc_governance::obs::{
@@ -481,9 +481,7 @@ async fn accept_loop<E: Engine>(
         })
         .layer(Router::new(services)),
     );
-    let limiter = global
-        .and_then(|g| g.core(core.0, SystemClock))
-        .map(Rc::new);
+    let limiter = global.and_then(|g| g.core(core.0, TurnClock)).map(Rc::new);
     let pipeline = match limiter {
         Some(limiter) => {
             limiter.spawn_sync::<E>(); // core 0's task also rebalances the shares

@@ -370,6 +370,7 @@ fn run_core<F, Fut>(
     core.arm_wake();
     Uring::spawn(init(id));
     core_loop(&core, &shared);
+    crate::runtime::set_turn_now(None);
     shutdown(&core);
     Remote::set_local(None);
     BufPool::set_local(None);
@@ -390,6 +391,7 @@ fn core_loop(core: &Core, shared: &RuntimeShared) {
             pool.drain_returns();
         }
         let now = Instant::now();
+        crate::runtime::set_turn_now(Some(now));
         core.timers.fire(now, timer::TIMER_BUDGET);
         core.exec.run(executor::TASK_BUDGET);
 
