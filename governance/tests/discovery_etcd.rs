@@ -4,115 +4,17 @@
 //! scripts/install-test-deps.sh) on free loopback ports with a temporary data directory, and
 //! kills it at the end. A missing etcd fails the tests: they are never skipped.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringrpc_governance::balance::Instance;
 use ringrpc_governance::discovery::etcd::{EtcdConfig, EtcdRegistry, EtcdResolver};
-use ringrpc_governance::discovery::{Registration, Registry, Resolver, Snapshot, WatchHandle};
-
-/// A private etcd server, killed and wiped on drop.
-struct Etcd {
-    child: Child,
-    dir: PathBuf,
-    endpoint: String,
-}
-
-fn free_port() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port")
-}
-
-fn healthy(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.contains(r#""health":"true""#)
-}
-
-impl Etcd {
-    fn start() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let found = Command::new("etcd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "etcd is not installed: run scripts/install-test-deps.sh (Debian package etcd-server)"
-        );
-        let dir = std::env::temp_dir().join(format!(
-            "ringrpc-etcd-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("etcd dir");
-        let (client, peer) = (free_port(), free_port());
-        let client_addr = client.local_addr().unwrap();
-        let peer_url = format!("http://{}", peer.local_addr().unwrap());
-        let endpoint = format!("http://{client_addr}");
-        drop((client, peer));
-        let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
-        let child = Command::new("etcd")
-            .arg("--name=ringrpc-test")
-            .arg(format!("--data-dir={}", dir.join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=ringrpc-test={peer_url}"))
-            // A short election timeout lowers etcd's minimum lease TTL to 1 s.
-            .arg("--heartbeat-interval=50")
-            .arg("--election-timeout=500")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let mut etcd = Self {
-            child,
-            dir,
-            endpoint,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !healthy(client_addr) {
-            if let Ok(Some(status)) = etcd.child.try_wait() {
-                let log = std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default();
-                panic!("etcd exited with {status}:\n{log}");
-            }
-            assert!(Instant::now() < deadline, "etcd not healthy after 15 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        etcd
-    }
-
-    fn config(&self) -> EtcdConfig {
-        EtcdConfig::new([self.endpoint.clone()]).retry_backoff(Duration::from_millis(100))
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use ringrpc_governance::discovery::{
+    LocalEtcd, Registration, Registry, Resolver, Snapshot, WatchHandle,
+};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -149,7 +51,7 @@ fn wait_for(rx: &mpsc::Receiver<Snapshot>, want: &[SocketAddr], within: Duration
 
 #[test]
 fn two_servers_register_and_a_deregistered_one_disappears_within_2s() {
-    let etcd = Etcd::start();
+    let etcd = LocalEtcd::start().expect("a private etcd");
     let (a, b) = (addr(10001), addr(10002));
     let server_a = EtcdRegistry::connect(etcd.config()).unwrap();
     let server_b = EtcdRegistry::connect(etcd.config()).unwrap();
@@ -203,7 +105,7 @@ fn registrant_child() {
 
 #[test]
 fn a_dead_registrant_expires_with_its_lease() {
-    let etcd = Etcd::start();
+    let etcd = LocalEtcd::start().expect("a private etcd");
     let resolver = EtcdResolver::connect(etcd.config()).unwrap();
     let (rx, _watch) = watch(&resolver, "dying");
     wait_for(&rx, &[], Duration::from_secs(2));
@@ -215,7 +117,7 @@ fn a_dead_registrant_expires_with_its_lease() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("RINGRPC_ETCD_CHILD", &etcd.endpoint)
+        .env("RINGRPC_ETCD_CHILD", etcd.endpoint())
         .stdout(Stdio::null())
         .spawn()
         .expect("start the registrant");
@@ -237,7 +139,7 @@ fn a_dead_registrant_expires_with_its_lease() {
 
 #[test]
 fn a_lost_lease_is_replaced_and_the_instance_comes_back() {
-    let etcd = Etcd::start();
+    let etcd = LocalEtcd::start().expect("a private etcd");
     let server = EtcdRegistry::connect(etcd.config().ttl(Duration::from_secs(1))).unwrap();
     let reg = Registration::new("phoenix", Instance::new(addr(10004), 10));
     server.register(&reg).unwrap();
@@ -252,7 +154,7 @@ fn a_lost_lease_is_replaced_and_the_instance_comes_back() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut c = etcd_client::Client::connect([etcd.endpoint.clone()], None)
+        let mut c = etcd_client::Client::connect([etcd.endpoint().to_owned()], None)
             .await
             .unwrap();
         c.lease_revoke(lease).await.unwrap();
@@ -278,7 +180,7 @@ fn a_lost_lease_is_replaced_and_the_instance_comes_back() {
 
 #[test]
 fn watching_many_changes_ends_on_the_final_list() {
-    let etcd = Etcd::start();
+    let etcd = LocalEtcd::start().expect("a private etcd");
     let server = EtcdRegistry::connect(etcd.config()).unwrap();
     let resolver = EtcdResolver::connect(etcd.config()).unwrap();
     let (rx, watch_handle) = watch(&resolver, "busy");

@@ -5,18 +5,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use ringrpc_client::governance::balance::Instance;
-use ringrpc_client::governance::discovery::etcd::{EtcdConfig, EtcdRegistry, EtcdResolver};
-use ringrpc_client::governance::discovery::{Registry, Resolver, StaticResolver};
+use ringrpc_client::governance::discovery::etcd::{EtcdRegistry, EtcdResolver};
+use ringrpc_client::governance::discovery::{LocalEtcd, Registry, Resolver, StaticResolver};
 use ringrpc_client::governance::retry::{PerMethod, RetryConfig};
 use ringrpc_client::{CallOptions, Client, ClientConfig};
 use ringrpc_codec::thrift::{Args1, SuccessResult};
@@ -28,102 +25,6 @@ engine_tests!(
     etcd_two_servers_register_and_a_stopped_one_is_dropped_within_2s,
     static_resolver_feeds_the_balancer,
 );
-
-/// A private etcd server, killed and wiped on drop.
-struct Etcd {
-    child: Child,
-    dir: PathBuf,
-    endpoint: String,
-}
-
-fn free_port() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port")
-}
-
-fn healthy(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.contains(r#""health":"true""#)
-}
-
-impl Etcd {
-    fn start() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let found = Command::new("etcd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "etcd is not installed: run scripts/install-test-deps.sh (Debian package etcd-server)"
-        );
-        let dir = std::env::temp_dir().join(format!(
-            "ringrpc-server-etcd-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("etcd dir");
-        let (client, peer) = (free_port(), free_port());
-        let client_addr = client.local_addr().unwrap();
-        let peer_url = format!("http://{}", peer.local_addr().unwrap());
-        let endpoint = format!("http://{client_addr}");
-        drop((client, peer));
-        let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
-        let child = Command::new("etcd")
-            .arg("--name=ringrpc-test")
-            .arg(format!("--data-dir={}", dir.join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=ringrpc-test={peer_url}"))
-            .arg("--heartbeat-interval=50")
-            .arg("--election-timeout=500")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let mut etcd = Self {
-            child,
-            dir,
-            endpoint,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !healthy(client_addr) {
-            if let Ok(Some(status)) = etcd.child.try_wait() {
-                let log = std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default();
-                panic!("etcd exited with {status}:\n{log}");
-            }
-            assert!(Instant::now() < deadline, "etcd not healthy after 15 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        etcd
-    }
-
-    fn config(&self) -> EtcdConfig {
-        EtcdConfig::new([self.endpoint.clone()]).retry_backoff(Duration::from_millis(100))
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// An echo server counting the calls it answers.
 fn counting_server<E: TestEngine>(
@@ -204,7 +105,7 @@ fn wait_until(what: &str, within: Duration, cond: impl Fn() -> bool) {
 }
 
 fn etcd_two_servers_register_and_a_stopped_one_is_dropped_within_2s<E: TestEngine>() {
-    let etcd = Etcd::start();
+    let etcd = LocalEtcd::start().expect("a private etcd");
     let service = "echo";
     let (calls_a, calls_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let registry_a: Arc<dyn Registry> = Arc::new(EtcdRegistry::connect(etcd.config()).unwrap());

@@ -28,6 +28,10 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+mod local_etcd;
+#[cfg(feature = "etcd")]
+pub use local_etcd::LocalEtcd;
 mod fanout;
 
 use std::fmt;
