@@ -666,11 +666,13 @@ impl RunningServer {
         }
     }
 
-    /// Serves until SIGINT or SIGTERM, then shuts down gracefully and returns.
+    /// Installs a SIGINT/SIGTERM handler that shuts the server down gracefully, and returns.
+    /// Call it before announcing that the server is ready, so a signal sent right after the
+    /// announcement finds the handler in place.
     ///
     /// # Errors
     /// [`ServerError::Signal`] if the signal handler cannot be installed.
-    pub fn wait_for_signal(self) -> Result<(), ServerError> {
+    pub fn shutdown_on_signal(&self) -> Result<(), ServerError> {
         let mut signals = signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
@@ -682,6 +684,15 @@ impl RunningServer {
                 handle.shutdown();
             }
         });
+        Ok(())
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully and returns.
+    ///
+    /// # Errors
+    /// [`ServerError::Signal`] if the signal handler cannot be installed.
+    pub fn wait_for_signal(self) -> Result<(), ServerError> {
+        self.shutdown_on_signal()?;
         self.wait();
         Ok(())
     }

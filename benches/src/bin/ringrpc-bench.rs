@@ -81,13 +81,15 @@ fn serve(a: &ServerArgs) -> Result<(), AnyError> {
     }
     let server = builder.start()?;
     let gov = if a.governance { " governance" } else { "" };
+    // The handler goes in before the announcement: `compare` may signal right after reading it.
+    server.shutdown_on_signal()?;
     println!(
         "{READY_PREFIX}{} engine {}{gov}",
         server.local_addr(),
         a.engine
     );
     std::io::stdout().flush()?;
-    server.wait_for_signal()?;
+    server.wait();
     Ok(())
 }
 

@@ -22,7 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .engine(engine)
         .service(ringrpc_example_echo::echo_service)
         .start()?;
+    // The handler goes in before the announcement, so a signal right after it is handled.
+    server.shutdown_on_signal()?;
     println!("echo server on {} ({})", server.local_addr(), engine.name());
-    server.wait_for_signal()?;
+    server.wait();
     Ok(())
 }
