@@ -495,12 +495,13 @@ fn killed_mid_call<E: TestEngine>(mode: ConnMode) {
                 .await;
             let elapsed = start.elapsed();
             out.push(format!("{:?}", r.map(|_| ()).map_err(|e| short(&e))));
-            let _ = phase_tx.send(());
             // While nobody listens: a quick connect error.
             let r = c
                 .call_raw("Echo", echo_body("echo", "down"), CallOptions::default())
                 .await;
             out.push(format!("{:?}", r.map(|_| ()).map_err(|e| short(&e))));
+            // Only now may the server come back (sent earlier, a fast restart raced this call).
+            let _ = phase_tx.send(());
             let until = Instant::now() + Duration::from_secs(10);
             while !back2.load(Ordering::SeqCst) && Instant::now() < until {
                 E::sleep(Duration::from_millis(5)).await;
@@ -525,7 +526,7 @@ fn killed_mid_call<E: TestEngine>(mode: ConnMode) {
     server.shutdown();
     phase_rx
         .recv_timeout(Duration::from_secs(10))
-        .expect("the call in flight ends");
+        .expect("the call in flight and the call while down end");
     let server = start_test_server::<E>(&probe, |b| kill(b).addr(addr));
     back.store(true, Ordering::SeqCst);
     let (out, elapsed) = rx
