@@ -9,10 +9,7 @@
 //! call, each a system call when the other side sleeps; code that makes many calls should run
 //! on the runtime instead.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use ringrpc_engine::{CoreId, Engine, RuntimeHandle};
@@ -71,28 +68,6 @@ impl<E: Engine> OutsideClient<E> {
         body: Bytes,
         opts: CallOptions,
     ) -> Result<Reply, ClientError> {
-        block_on(self.call_raw(method, body, opts))
-    }
-}
-
-/// Wakes a parked thread.
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs a future to completion on the calling thread, parking between polls.
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
+        ringrpc_engine::oneshot::block_on(self.call_raw(method, body, opts))
     }
 }

@@ -1,5 +1,5 @@
 //! A `Send` one-shot channel for results that cross threads ([`crate::run_on`], calls into a
-//! runtime from outside it).
+//! runtime from outside it), and [`block_on`] to wait for one from a plain thread.
 //!
 //! Cross-core calls are off the request path, so a mutex is fine here; per-core code uses
 //! [`crate::local`] instead.
@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use parking_lot::Mutex;
 
@@ -71,5 +71,33 @@ impl<T> Future for Receiver<T> {
         }
         s.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+/// Wakes a parked thread.
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` to completion on the calling thread, parking between polls. For code outside
+/// any runtime waiting on work it handed to one (a [`Receiver`], a cross-core call); the future
+/// must be woken by someone else, since nothing here drives I/O or timers.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
     }
 }

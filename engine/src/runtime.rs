@@ -498,7 +498,7 @@ mod tests {
         let rt = Baseline::launch(RuntimeConfig::with_cores(1), |_| async {}).unwrap();
         let handle = rt.handle();
         assert_eq!(
-            futures_lite_block_on(handle.run_on(CoreId(0), || 5)).ok(),
+            oneshot::block_on(handle.run_on(CoreId(0), || 5)).ok(),
             Some(5)
         );
         rt.stop(Duration::from_millis(50));
@@ -507,27 +507,8 @@ mod tests {
             Err(EngineError::Stopped)
         ));
         assert!(matches!(
-            futures_lite_block_on(handle.run_on(CoreId(0), || 5)),
+            oneshot::block_on(handle.run_on(CoreId(0), || 5)),
             Err(EngineError::Stopped)
         ));
-    }
-
-    /// Polls a future to completion on this thread (parking between polls).
-    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-        struct Unpark(std::thread::Thread);
-        impl std::task::Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-        let mut cx = std::task::Context::from_waker(&waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-            std::thread::park_timeout(Duration::from_millis(100));
-        }
     }
 }

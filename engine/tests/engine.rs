@@ -6,7 +6,6 @@ mod common;
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -16,6 +15,7 @@ use bytes::Bytes;
 use common::*;
 use parking_lot::Mutex;
 use ringrpc_engine::baseline::Baseline;
+use ringrpc_engine::oneshot::block_on;
 use ringrpc_engine::time::timeout;
 use ringrpc_engine::uring::{Uring, UringConfig};
 use ringrpc_engine::{
@@ -358,25 +358,6 @@ fn cross_core_wake<E: Engine>() {
         }
         assert_eq!(t.join().unwrap().unwrap(), 40);
     });
-}
-
-/// A minimal thread-parking executor for one future.
-fn block_on<F: Future>(f: F) -> F::Output {
-    struct ThreadWaker(std::thread::Thread);
-    impl std::task::Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = Pin::as_mut(&mut f).poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
 }
 
 #[test]

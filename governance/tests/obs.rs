@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use ringrpc_engine::baseline::Baseline;
+use ringrpc_engine::oneshot::block_on;
 use ringrpc_engine::{CoreId, Engine, RuntimeConfig};
 use ringrpc_governance::obs::prometheus::{self, Family, MetricKind, Sample, CONTENT_TYPE};
 use ringrpc_governance::obs::{
@@ -58,19 +58,6 @@ struct Unpark(std::thread::Thread);
 impl Wake for Unpark {
     fn wake(self: Arc<Self>) {
         self.0.unpark();
-    }
-}
-
-/// Runs a `!Send` future to completion on this thread.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_millis(10));
     }
 }
 
