@@ -42,6 +42,12 @@ pub trait Engine: Copy + Default + Send + Sync + std::fmt::Debug + 'static {
     /// Outside a core thread of this engine.
     fn spawn<F: Future<Output = ()> + 'static>(future: F);
 
+    /// Whether a connection's [`Outbox`](crate::outbox::Outbox) hands everything queued to one
+    /// send (`true`: replies finished in the same loop turn leave in one vectored send) or
+    /// sends each message on its own (`false`: a write per reply, as a Go server does with
+    /// `net.Conn.Write`). Batching is part of what an engine is, so it is the engine's answer.
+    fn batches_sends() -> bool;
+
     /// A future that completes at `deadline`.
     fn sleep_until(deadline: Instant) -> Self::Sleep;
 

@@ -5,6 +5,10 @@
 //! as one vectored send. Replies that complete in the same loop turn therefore leave together,
 //! and a reply queued while a send is in flight joins the next batch. The outbox knows nothing of
 //! frames; callers push whole frames so the stream stays well formed.
+//!
+//! How much leaves per send is the engine's choice ([`Engine::batches_sends`]): the io_uring
+//! engine takes everything queued at once; the gonet-style baseline writes each pushed message
+//! with its own send, as a Go server writing every reply to its `net.Conn` does.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -20,6 +24,9 @@ use crate::{Engine, StreamWriter};
 #[derive(Debug, Default)]
 struct Shared {
     queue: RefCell<Vec<Bytes>>,
+    /// Chunks per pushed message, in order; kept only when sends are not batched.
+    message_chunks: RefCell<Vec<usize>>,
+    per_message: bool,
     queued_bytes: Cell<usize>,
     /// Wakes the writer: data queued or close requested.
     wake_writer: Notify,
@@ -51,7 +58,10 @@ impl Outbox {
         writer: W,
         write_timeout: Option<Duration>,
     ) -> Self {
-        let shared = Rc::new(Shared::default());
+        let shared = Rc::new(Shared {
+            per_message: !E::batches_sends(),
+            ..Shared::default()
+        });
         E::spawn(run_writer::<E, W>(writer, shared.clone(), write_timeout));
         Self { shared }
     }
@@ -63,12 +73,17 @@ impl Outbox {
         }
         let mut q = self.shared.queue.borrow_mut();
         let was_empty = q.is_empty();
+        let first = q.len();
         let mut n = 0;
         for c in chunks {
             n += c.len();
             q.push(c);
         }
+        let pushed = q.len() - first;
         drop(q);
+        if self.shared.per_message && pushed > 0 {
+            self.shared.message_chunks.borrow_mut().push(pushed);
+        }
         self.shared
             .queued_bytes
             .set(self.shared.queued_bytes.get() + n);
@@ -122,7 +137,9 @@ async fn run_writer<E: Engine, W: StreamWriter>(
     write_timeout: Option<Duration>,
 ) {
     let mut batch: Vec<Bytes> = Vec::new();
-    loop {
+    let mut lens: Vec<usize> = Vec::new();
+    let mut one: Vec<Bytes> = Vec::new();
+    'run: loop {
         if shared.queue.borrow().is_empty() {
             if shared.closing.get() {
                 let _ = writer.shutdown().await;
@@ -132,29 +149,68 @@ async fn run_writer<E: Engine, W: StreamWriter>(
             continue;
         }
         std::mem::swap(&mut *shared.queue.borrow_mut(), &mut batch);
-        let sent: usize = batch.iter().map(Bytes::len).sum();
-        let (result, emptied) = match write_timeout {
-            None => writer.send(batch).await,
-            // On expiry the send future is dropped (cancel-safe: the engine keeps the buffers
-            // until the kernel is done with them) and the batch with it.
-            Some(t) => match timeout::<E, _>(t, writer.send(batch)).await {
-                Ok(sent) => sent,
-                Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
-            },
-        };
-        batch = emptied;
-        batch.clear();
-        shared
-            .queued_bytes
-            .set(shared.queued_bytes.get().saturating_sub(sent));
-        shared.drained.notify();
-        if let Err(e) = result {
-            *shared.error.borrow_mut() = Some(e.kind());
-            break;
+        if !shared.per_message {
+            let (result, emptied) = send_timed::<E, W>(&mut writer, batch, write_timeout).await;
+            batch = emptied;
+            if !sent(&shared, result) {
+                break;
+            }
+            continue;
         }
+        // One send per message: the gonet-style baseline's plain write per reply.
+        std::mem::swap(&mut *shared.message_chunks.borrow_mut(), &mut lens);
+        let mut chunks = batch.drain(..);
+        for &k in &lens {
+            one.extend(chunks.by_ref().take(k));
+            let (result, emptied) = send_timed::<E, W>(&mut writer, one, write_timeout).await;
+            one = emptied;
+            if !sent(&shared, result) {
+                break 'run;
+            }
+        }
+        drop(chunks);
+        lens.clear();
     }
     shared.done.set(true);
     shared.queue.borrow_mut().clear();
+    shared.message_chunks.borrow_mut().clear();
     shared.queued_bytes.set(0);
     shared.drained.notify();
+}
+
+/// Sends `chunks`, giving up after `write_timeout`; returns the result and the emptied vector.
+async fn send_timed<E: Engine, W: StreamWriter>(
+    writer: &mut W,
+    chunks: Vec<Bytes>,
+    write_timeout: Option<Duration>,
+) -> (io::Result<usize>, Vec<Bytes>) {
+    let n: usize = chunks.iter().map(Bytes::len).sum();
+    let (result, mut emptied) = match write_timeout {
+        None => writer.send(chunks).await,
+        // On expiry the send future is dropped (cancel-safe: the engine keeps the buffers
+        // until the kernel is done with them) and the chunks with it.
+        Some(t) => match timeout::<E, _>(t, writer.send(chunks)).await {
+            Ok(sent) => sent,
+            Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
+        },
+    };
+    emptied.clear();
+    (result.map(|()| n), emptied)
+}
+
+/// Accounts for a finished send; `false` (with the error recorded) if the writer must stop.
+fn sent(shared: &Shared, result: io::Result<usize>) -> bool {
+    match result {
+        Ok(n) => {
+            shared
+                .queued_bytes
+                .set(shared.queued_bytes.get().saturating_sub(n));
+            shared.drained.notify();
+            true
+        }
+        Err(e) => {
+            *shared.error.borrow_mut() = Some(e.kind());
+            false
+        }
+    }
 }

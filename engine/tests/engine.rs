@@ -538,3 +538,56 @@ fn stop_with_reader_outside_tasks_uring() {
         t.elapsed()
     );
 }
+
+/// A writer that records the chunks of every `send` call, completing each at once.
+struct RecordingWriter(Rc<RefCell<Vec<Vec<Bytes>>>>);
+
+impl StreamWriter for RecordingWriter {
+    async fn send(&mut self, mut chunks: Vec<Bytes>) -> (std::io::Result<()>, Vec<Bytes>) {
+        self.0.borrow_mut().push(chunks.clone());
+        chunks.clear();
+        (Ok(()), chunks)
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ten two-chunk messages queued in one turn: the io_uring engine hands them to one send, the
+/// gonet-style baseline sends each message on its own; either way the bytes arrive in order.
+fn outbox_sends<E: Engine>() -> Vec<Vec<Bytes>> {
+    run::<E, _, _>(1, || async {
+        let sends = Rc::new(RefCell::new(Vec::new()));
+        let outbox = ringrpc_engine::outbox::Outbox::spawn::<E, _>(RecordingWriter(sends.clone()));
+        for i in 0..10u8 {
+            assert!(outbox.push([Bytes::from(vec![i]), Bytes::from(vec![i, i])]));
+        }
+        outbox.close().await;
+        assert_eq!(outbox.queued_bytes(), 0);
+        let v = sends.borrow().clone();
+        v
+    })
+}
+
+fn flat(sends: &[Vec<Bytes>]) -> Vec<u8> {
+    sends.iter().flatten().flat_map(|b| b.to_vec()).collect()
+}
+
+#[test]
+fn outbox_batches_on_uring() {
+    let sends = outbox_sends::<Uring>();
+    assert_eq!(sends.len(), 1, "one send for the turn's messages");
+    let want: Vec<u8> = (0..10u8).flat_map(|i| [i, i, i]).collect();
+    assert_eq!(flat(&sends), want);
+}
+
+#[test]
+fn outbox_writes_each_message_on_baseline() {
+    let sends = outbox_sends::<Baseline>();
+    assert_eq!(sends.len(), 10, "one send per message");
+    for (i, s) in sends.iter().enumerate() {
+        assert_eq!(s.len(), 2);
+        assert_eq!(flat(std::slice::from_ref(s)), vec![i as u8; 3]);
+    }
+}

@@ -2,8 +2,10 @@
 //!
 //! This is what a tokio user would write: per-core `SO_REUSEPORT` listeners, a task per
 //! connection, a plain `read` into a per-connection buffer, and a vectored `write` loop for
-//! replies. No io_uring-style batching tricks: each `send` call is its own `writev` sequence and
-//! each `recv` is its own `read`. It exists as the comparison point for [`crate::uring`]; the
+//! replies. No io_uring-style batching tricks: each reply is written with its own `writev` (as a
+//! goroutine per connection writing each reply to its `net.Conn` does, see
+//! [`Engine::batches_sends`]; [`BATCH_SENDS_VAR`] turns batching on for comparison) and each
+//! `recv` is its own `read`. It exists as the comparison point for [`crate::uring`]; the
 //! code above the engine is the same for both.
 
 mod net;
@@ -11,7 +13,7 @@ mod net;
 use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -23,6 +25,12 @@ pub use net::{BaselineListener, BaselineReader, BaselineStream, BaselineWriter};
 
 /// Mailbox jobs run per loop turn before the core yields to its tasks again.
 const MAILBOX_BUDGET: usize = 128;
+
+/// Environment variable that, set to `1`, makes the baseline batch its sends like the io_uring
+/// engine (everything a connection queued in one `writev`) instead of writing each reply on its
+/// own. Not the gonet-style baseline any more: it is there to measure the io_uring engine against
+/// a batching epoll server as well (docs/benchmarks.md).
+pub const BATCH_SENDS_VAR: &str = "RINGRPC_BASELINE_BATCH_SENDS";
 
 /// How often a draining core checks whether its tasks finished.
 const DRAIN_POLL: Duration = Duration::from_millis(2);
@@ -102,6 +110,11 @@ impl Engine for Baseline {
             let _guard = guard;
             future.await;
         });
+    }
+
+    fn batches_sends() -> bool {
+        static BATCHED: OnceLock<bool> = OnceLock::new();
+        *BATCHED.get_or_init(|| std::env::var_os(BATCH_SENDS_VAR).is_some_and(|v| v == "1"))
     }
 
     fn sleep_until(deadline: Instant) -> Self::Sleep {

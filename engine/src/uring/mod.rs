@@ -152,6 +152,10 @@ impl Engine for Uring {
         with_core(|c| c.exec.spawn(Box::pin(future)));
     }
 
+    fn batches_sends() -> bool {
+        true
+    }
+
     fn sleep_until(deadline: Instant) -> Sleep {
         Sleep::new(deadline)
     }
