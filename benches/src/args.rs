@@ -212,6 +212,11 @@ pub struct LoadOptions {
     /// twice, bare then governed (server with `--governance` too), to measure the overhead.
     #[arg(long)]
     pub governance: bool,
+    /// How long each idle client core polls for replies before it sleeps (io_uring client
+    /// only; 0s sleeps at once). Without it a ping-pong call also pays the generator's own
+    /// wake-up (about 35 µs on this VM), which is not the server's latency.
+    #[arg(long, value_name = "DURATION", default_value = "50us", value_parser = parse_duration)]
+    pub busy_poll: Duration,
 }
 
 impl LoadOptions {
@@ -599,6 +604,8 @@ mod tests {
         assert_eq!(l.load.connections_per_addr(), 2);
         assert_eq!(l.load.rate, None);
         assert!(!l.load.is_open_loop());
+        assert_eq!(l.load.busy_poll, Duration::from_micros(50));
+        assert_eq!(load(&["--busy-poll", "0s"]).load.busy_poll, Duration::ZERO);
         assert_eq!(l.cores, 1);
         assert_eq!(l.server_pid, None);
         assert_eq!(l.json, None);

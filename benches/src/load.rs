@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
@@ -22,8 +23,8 @@ use ringrpc_client::{
     Protocol,
 };
 use ringrpc_engine::baseline::Baseline;
-use ringrpc_engine::uring::Uring;
-use ringrpc_engine::{Engine, RuntimeConfig};
+use ringrpc_engine::uring::{Uring, UringConfig};
+use ringrpc_engine::{CoreId, Engine, EngineError, Runtime, RuntimeConfig};
 
 use crate::args::{ConnModeArg, LoadOptions, ProtocolArg};
 use crate::echo::{reply_matches, request_body, PROTOBUF_METHOD, THRIFT_METHOD, THRIFT_SERVICE};
@@ -74,7 +75,7 @@ pub struct LoadOutcome {
 pub enum LoadError {
     /// The client runtime could not start.
     #[error("client runtime: {0}")]
-    Engine(#[from] ringrpc_engine::EngineError),
+    Engine(#[from] EngineError),
     /// A core never reported back.
     #[error("a client core did not finish")]
     Lost,
@@ -123,7 +124,7 @@ pub fn run_load(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
 /// `baseline` is there to check that a result does not come from the generator's engine.
 pub const CLIENT_ENGINE_VAR: &str = "RINGRPC_BENCH_CLIENT_ENGINE";
 
-fn run_load_on<E: Engine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
+fn run_load_on<E: GeneratorEngine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
     let o = plan.options.clone();
     let protobuf = o.protocol == ProtocolArg::KitexProtobuf;
     let conn_mode = match o.conn_mode {
@@ -159,12 +160,13 @@ fn run_load_on<E: Engine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
         .transpose()
         .expect("rate validated by the argument parser");
     let (tx, rx) = mpsc::channel::<CoreResult>();
-    let runtime = E::launch(
+    let runtime = E::launch_generator(
         RuntimeConfig {
             cores,
             pin: plan.pin.clone(),
             name: "ringrpc-load".into(),
         },
+        o.busy_poll,
         {
             let counters = counters.clone();
             move |core| {
@@ -256,6 +258,52 @@ fn run_load_on<E: Engine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
         errors_by_kind,
     };
     Ok(LoadOutcome { report, histogram })
+}
+
+/// How the generator starts its runtime on each engine.
+trait GeneratorEngine: Engine {
+    /// [`Engine::launch`], polling for `busy_poll` before each sleep where the engine can.
+    fn launch_generator<F, Fut>(
+        config: RuntimeConfig,
+        busy_poll: Duration,
+        init: F,
+    ) -> Result<Runtime, EngineError>
+    where
+        F: Fn(CoreId) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static;
+}
+
+impl GeneratorEngine for Uring {
+    fn launch_generator<F, Fut>(
+        config: RuntimeConfig,
+        busy_poll: Duration,
+        init: F,
+    ) -> Result<Runtime, EngineError>
+    where
+        F: Fn(CoreId) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let uring = UringConfig {
+            busy_poll,
+            ..UringConfig::default()
+        };
+        Uring::launch_with(config, uring, init)
+    }
+}
+
+impl GeneratorEngine for Baseline {
+    /// Tokio has no polling phase: the baseline generator sleeps in `epoll_wait` at once.
+    fn launch_generator<F, Fut>(
+        config: RuntimeConfig,
+        _busy_poll: Duration,
+        init: F,
+    ) -> Result<Runtime, EngineError>
+    where
+        F: Fn(CoreId) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        Baseline::launch(config, init)
+    }
 }
 
 thread_local! {

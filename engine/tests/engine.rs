@@ -591,3 +591,35 @@ fn outbox_writes_each_message_on_baseline() {
         assert_eq!(flat(std::slice::from_ref(s)), vec![i as u8; 3]);
     }
 }
+
+/// A core that polls before sleeping still echoes, fires timers in time (polling stops at the
+/// next deadline), and answers wake-ups from another thread.
+#[test]
+fn busy_poll_uring() {
+    let cfg = UringConfig {
+        busy_poll: Duration::from_millis(2),
+        ..UringConfig::default()
+    };
+    let (elapsed, woken) = run_uring(cfg, 1, || async {
+        let addr = start_echo::<Uring>();
+        for (i, &len) in SIZES.iter().take(5).enumerate() {
+            echo_check::<Uring>(addr, i as u64, len, 1000).await;
+        }
+        let t = Instant::now();
+        Uring::sleep(Duration::from_micros(500)).await;
+        let elapsed = t.elapsed();
+        let signal = Signal::default();
+        let remote = signal.clone();
+        let t = Instant::now();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            remote.fire();
+        });
+        signal.wait().await;
+        (elapsed, t.elapsed())
+    });
+    assert!(elapsed >= Duration::from_micros(500));
+    assert!(elapsed < Duration::from_millis(50), "{elapsed:?}");
+    assert!(woken >= Duration::from_millis(20));
+    assert!(woken < Duration::from_millis(500), "{woken:?}");
+}
