@@ -199,7 +199,9 @@ pub struct ClientConfig {
     /// The key for consistent hashing. Default `None`: a hash of the request body.
     pub hash_key: Option<HashKeyFn>,
     /// Failure retry per method. Default: no method. **Retry only idempotent methods**: a
-    /// timed-out or dropped call may have run on the server.
+    /// timed-out or dropped call may have run on the server. `rpc_timeout` bounds all attempts
+    /// together; `RetryConfig::attempt_timeout` bounds each one (Kitex's per-attempt RPC
+    /// timeout).
     pub retry: PerMethod<RetryConfig>,
     /// Which errors are retried. Default [`ErrorFilter::connection_and_timeout`].
     pub retry_policy: ErrorFilter,
@@ -353,7 +355,9 @@ impl ClientConfig {
 
     /// Retries the methods `retry` covers (`PerMethod::all(RetryConfig::default())` for every
     /// method, `PerMethod::none().method("Get", cfg)` for one). Only idempotent methods should
-    /// be retried.
+    /// be retried. With `RetryConfig::default().attempt_timeout(Duration::from_millis(100))`,
+    /// an attempt that has not answered after 100 ms is cut and retried (timeouts are retryable
+    /// under the default policy) while the RPC timeout still bounds the whole call.
     pub fn retry(mut self, retry: PerMethod<RetryConfig>) -> Self {
         self.retry = retry;
         self

@@ -7,6 +7,10 @@
 //!   ─▶ InstanceBreaker? ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
 //! ```
 //!
+//! `Timeout` holds the call's deadline (the RPC timeout) over every attempt; a method whose
+//! `RetryConfig::attempt_timeout` is set also has each attempt bounded inside `Retry` (the
+//! attempt's deadline, never past the call's, is the one sent to the server).
+//!
 //! Stages marked `?` are absent (not merely idle) when not configured; a configured stage's
 //! future is boxed (see `Maybe`), so stages that are off cost neither time nor future size.
 //! Backup and retry, when on, cost one per-method lookup for methods they do not cover. Every

@@ -2,14 +2,18 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
+use ringrpc_engine::time::timeout_at;
 use ringrpc_engine::Engine;
 
 use super::{CallMethod, PerMethod, RetryBudget, RetryConfig, RetryPolicy};
 use crate::balance::FastRng;
 use crate::clock::{Clock, SystemClock};
-use crate::{CallDeadline, Layer, Service};
+use crate::timeout::TimeoutError;
+use crate::{CallDeadline, CallTarget, Layer, Service};
 
 /// Builds [`Retry`] services on engine `E` (used for the backoff sleeps).
 pub struct RetryLayer<E, P, C = SystemClock> {
@@ -115,11 +119,58 @@ impl<S: std::fmt::Debug, E, P: std::fmt::Debug, C: std::fmt::Debug> std::fmt::De
     }
 }
 
+impl<S, E, P, C> Retry<S, E, P, C> {
+    /// One attempt: bounded by `timeout` (and by the call's deadline `overall`) if set, with
+    /// the context carrying the attempt's deadline while it runs.
+    ///
+    /// An attempt cut by its timeout is dropped inside the stages below, so they cannot undo
+    /// what they set in the context: the caller's deadline and target (`pinned`) are put back
+    /// here, and an instance a balancer picked for it is noted as failed, so the next attempt
+    /// goes elsewhere when it can (what [`Balance`](crate::balance::Balance) does for an
+    /// attempt that ends).
+    async fn attempt<Cx, Req>(
+        &self,
+        cx: &mut Cx,
+        req: Req,
+        timeout: Option<Duration>,
+        overall: Option<Instant>,
+        pinned: Option<SocketAddr>,
+    ) -> Result<S::Response, S::Error>
+    where
+        Cx: CallDeadline + CallTarget,
+        S: Service<Cx, Req>,
+        S::Error: From<TimeoutError>,
+        E: Engine,
+        C: Clock,
+    {
+        let Some(timeout) = timeout else {
+            return self.inner.call(cx, req).await;
+        };
+        let began = self.clock.now();
+        let own = began + timeout;
+        let deadline = overall.map_or(own, |d| d.min(own));
+        cx.set_deadline(Some(deadline));
+        let result = timeout_at::<E, _>(deadline, self.inner.call(cx, req)).await;
+        cx.set_deadline(overall);
+        result.unwrap_or_else(|_| {
+            if let (None, Some(picked)) = (pinned, cx.target()) {
+                cx.note_failure(picked);
+            }
+            cx.set_target(pinned);
+            Err(TimeoutError {
+                after: deadline.saturating_duration_since(began),
+            }
+            .into())
+        })
+    }
+}
+
 impl<Cx, Req, S, E, P, C> Service<Cx, Req> for Retry<S, E, P, C>
 where
-    Cx: CallMethod + CallDeadline,
+    Cx: CallMethod + CallDeadline + CallTarget,
     Req: Clone,
     S: Service<Cx, Req>,
+    S::Error: From<TimeoutError>,
     E: Engine,
     P: RetryPolicy<S::Error>,
     C: Clock,
@@ -134,16 +185,25 @@ where
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
         let config = self.configs.get(cx.method()).copied();
         async move {
-            let Some(config) = config.filter(|c| c.max_attempts > 1) else {
+            let Some(config) = config.filter(|c| c.max_attempts > 1 || c.attempt_timeout.is_some())
+            else {
                 return self.inner.call(cx, req).await;
             };
-            if let Some(b) = &self.budget {
-                b.deposit();
+            let retries = config.max_attempts > 1;
+            if retries {
+                if let Some(b) = &self.budget {
+                    b.deposit();
+                }
             }
             let start = self.clock.now();
+            let overall = cx.deadline();
+            let pinned = cx.target();
             let mut attempt = 1;
             loop {
-                let error = match self.inner.call(cx, req.clone()).await {
+                let result = self
+                    .attempt(cx, req.clone(), config.attempt_timeout, overall, pinned)
+                    .await;
+                let error = match result {
                     Ok(r) => return Ok(r),
                     Err(e) => e,
                 };
@@ -155,7 +215,7 @@ where
                 let too_late = config
                     .max_duration
                     .is_some_and(|m| resume.saturating_duration_since(start) >= m)
-                    || cx.deadline().is_some_and(|d| resume >= d);
+                    || overall.is_some_and(|d| resume >= d);
                 if too_late || self.budget.as_ref().is_some_and(|b| !b.withdraw()) {
                     return Err(error);
                 }
@@ -184,6 +244,19 @@ mod tests {
     pub(crate) struct Cx {
         pub(crate) method: &'static str,
         pub(crate) deadline: Option<Instant>,
+        pub(crate) target: Option<SocketAddr>,
+        pub(crate) failed: Vec<SocketAddr>,
+    }
+    impl CallTarget for Cx {
+        fn target(&self) -> Option<SocketAddr> {
+            self.target
+        }
+        fn set_target(&mut self, t: Option<SocketAddr>) {
+            self.target = t;
+        }
+        fn note_failure(&mut self, addr: SocketAddr) {
+            self.failed.push(addr);
+        }
     }
     impl CallMethod for Cx {
         fn method(&self) -> &str {
@@ -203,6 +276,20 @@ mod tests {
     enum Error {
         Transient,
         Fatal,
+        /// An attempt's own timeout.
+        Timeout,
+    }
+
+    impl From<TimeoutError> for Error {
+        fn from(_: TimeoutError) -> Self {
+            Self::Timeout
+        }
+    }
+
+    impl From<crate::balance::BalanceError> for Error {
+        fn from(_: crate::balance::BalanceError) -> Self {
+            Self::Fatal
+        }
     }
 
     fn retryable(e: &Error) -> bool {
@@ -214,6 +301,7 @@ mod tests {
             max_attempts: attempts,
             max_duration: None,
             backoff: Backoff::NONE,
+            attempt_timeout: None,
         }
     }
 
@@ -305,6 +393,7 @@ mod tests {
             max_attempts: 5,
             max_duration: None,
             backoff: slow_backoff,
+            attempt_timeout: None,
         };
         let svc = RetryLayer::<Baseline, _>::new(config, retryable)
             .clock(clock.clone())
@@ -312,6 +401,7 @@ mod tests {
         let mut cx = Cx {
             method: "m",
             deadline: Some(clock.now() + Duration::from_millis(10)),
+            ..Cx::default()
         };
         assert_eq!(block_on(svc.call(&mut cx, 1)), Err(Error::Transient));
         assert_eq!(calls.get(), 1);
@@ -372,6 +462,7 @@ mod tests {
                         jitter: 0.0,
                         ..Backoff::default()
                     },
+                    attempt_timeout: None,
                 };
                 let svc = RetryLayer::<Baseline, _>::new(config, retryable).layer(flaky(
                     &calls,
@@ -389,5 +480,220 @@ mod tests {
         assert_eq!((r, calls), (Ok(20), 3));
         // 5 ms, then 10 ms.
         assert!(took >= Duration::from_millis(15), "{took:?}");
+    }
+
+    /// A service that records the deadline each call sees, moves `clock` on by `takes` per
+    /// call, and fails the first `fails` calls with `Transient`.
+    fn timed<'a>(
+        clock: &'a ManualClock,
+        seen: &'a std::cell::RefCell<Vec<Option<Instant>>>,
+        takes: Duration,
+        fails: usize,
+    ) -> impl Service<Cx, u32, Response = u32, Error = Error> + 'a {
+        service_fn(move |cx: &mut Cx, req: u32| {
+            seen.borrow_mut().push(cx.deadline);
+            clock.advance(takes);
+            let n = seen.borrow().len();
+            async move {
+                if n <= fails {
+                    Err(Error::Transient)
+                } else {
+                    Ok(req)
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn each_attempt_gets_its_own_deadline_capped_by_the_calls() {
+        let clock = ManualClock::new();
+        let t0 = clock.now();
+        let ms = Duration::from_millis;
+        let config = immediate(3).attempt_timeout(ms(50));
+        let seen = std::cell::RefCell::new(Vec::new());
+        let svc = RetryLayer::<Baseline, _>::new(config, retryable)
+            .clock(clock.clone())
+            .layer(timed(&clock, &seen, ms(30), 2));
+        let mut cx = Cx {
+            method: "m",
+            deadline: Some(t0 + ms(100)),
+            ..Cx::default()
+        };
+        assert_eq!(block_on(svc.call(&mut cx, 7)), Ok(7));
+        // Attempts start at 0, 30 and 60 ms: 50 ms each, the last cut to the call's 100 ms.
+        assert_eq!(
+            *seen.borrow(),
+            vec![Some(t0 + ms(50)), Some(t0 + ms(80)), Some(t0 + ms(100))]
+        );
+        // The caller's deadline is back in the context.
+        assert_eq!(cx.deadline, Some(t0 + ms(100)));
+
+        // Attempts of 50 ms: the second ends at the call's deadline, so no third starts.
+        let clock = ManualClock::new();
+        let t0 = clock.now();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let svc = RetryLayer::<Baseline, _>::new(config, retryable)
+            .clock(clock.clone())
+            .layer(timed(&clock, &seen, ms(50), 5));
+        let mut cx = Cx {
+            method: "m",
+            deadline: Some(t0 + ms(100)),
+            ..Cx::default()
+        };
+        assert_eq!(block_on(svc.call(&mut cx, 7)), Err(Error::Transient));
+        assert_eq!(*seen.borrow(), vec![Some(t0 + ms(50)), Some(t0 + ms(100))]);
+
+        // Without a call deadline, each attempt still has its own; one attempt is bounded too.
+        let clock = ManualClock::new();
+        let t0 = clock.now();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let once = RetryConfig {
+            max_attempts: 1,
+            ..config
+        };
+        let svc = RetryLayer::<Baseline, _>::new(once, retryable)
+            .clock(clock.clone())
+            .layer(timed(&clock, &seen, ms(10), 0));
+        let mut cx = Cx {
+            method: "m",
+            deadline: None,
+            ..Cx::default()
+        };
+        assert_eq!(block_on(svc.call(&mut cx, 7)), Ok(7));
+        assert_eq!(*seen.borrow(), vec![Some(t0 + ms(50))]);
+        assert_eq!(cx.deadline, None);
+    }
+
+    /// Runs `f` on a one-core baseline runtime and returns its output.
+    fn on_runtime<T: Send + 'static, F: Future<Output = T> + 'static>(
+        f: impl FnOnce() -> F + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = std::sync::Mutex::new(Some(f));
+        let rt = Baseline::launch(ringrpc_engine::RuntimeConfig::with_cores(1), move |_| {
+            let f = f.lock().unwrap().take().expect("one core");
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(f().await);
+            }
+        })
+        .unwrap();
+        let r = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        rt.stop(Duration::ZERO);
+        r
+    }
+
+    /// A service whose first `stalls` calls never answer; later ones answer at once.
+    fn stalling(
+        calls: &Cell<u32>,
+        stalls: u32,
+    ) -> impl Service<Cx, u32, Response = u32, Error = Error> + '_ {
+        service_fn(move |_: &mut Cx, req: u32| {
+            let n = calls.get() + 1;
+            calls.set(n);
+            async move {
+                if n <= stalls {
+                    std::future::pending::<()>().await;
+                }
+                Ok(req)
+            }
+        })
+    }
+
+    #[test]
+    fn a_stalled_attempt_times_out_and_is_retried_when_the_policy_says_so() {
+        let ms = Duration::from_millis;
+        let config = immediate(3).attempt_timeout(ms(20));
+        // Timeouts retryable: the stalled first attempt is cut at 20 ms, the second answers.
+        let (r, calls, took) = on_runtime(move || async move {
+            let calls = Cell::new(0);
+            let policy = |e: &Error| matches!(e, Error::Transient | Error::Timeout);
+            let svc = RetryLayer::<Baseline, _>::new(config, policy).layer(stalling(&calls, 1));
+            let start = Instant::now();
+            let mut cx = Cx {
+                method: "m",
+                deadline: Some(start + Duration::from_secs(2)),
+                ..Cx::default()
+            };
+            let r = svc.call(&mut cx, 3).await;
+            (r, calls.get(), start.elapsed())
+        });
+        assert_eq!((r, calls), (Ok(3), 2));
+        assert!(took >= ms(20) && took < ms(1000), "{took:?}");
+
+        // Timeouts not retryable: the timeout comes back after one attempt.
+        let (r, calls, took) = on_runtime(move || async move {
+            let calls = Cell::new(0);
+            let svc = RetryLayer::<Baseline, _>::new(config, retryable).layer(stalling(&calls, 1));
+            let start = Instant::now();
+            let r = svc.call(&mut Cx::default(), 3).await;
+            (r, calls.get(), start.elapsed())
+        });
+        assert_eq!((r, calls), (Err(Error::Timeout), 1));
+        assert!(took >= ms(20) && took < ms(1000), "{took:?}");
+
+        // The call's deadline (30 ms) cuts an attempt allowed 1 s, and no retry follows.
+        let (r, calls, took) = on_runtime(move || async move {
+            let calls = Cell::new(0);
+            let policy = |e: &Error| matches!(e, Error::Timeout);
+            let long = immediate(3).attempt_timeout(Duration::from_secs(1));
+            let svc = RetryLayer::<Baseline, _>::new(long, policy).layer(stalling(&calls, 3));
+            let start = Instant::now();
+            let mut cx = Cx {
+                method: "m",
+                deadline: Some(start + ms(30)),
+                ..Cx::default()
+            };
+            let r = svc.call(&mut cx, 3).await;
+            (r, calls.get(), start.elapsed())
+        });
+        assert_eq!((r, calls), (Err(Error::Timeout), 1));
+        assert!(took >= ms(30) && took < ms(500), "{took:?}");
+    }
+
+    #[test]
+    fn a_cut_attempt_does_not_pin_the_retry_to_its_instance() {
+        use crate::balance::{BalanceLayer, Instance, WeightedRoundRobin};
+        let (a, b) = (
+            SocketAddr::from(([10, 0, 0, 1], 1)),
+            SocketAddr::from(([10, 0, 0, 2], 1)),
+        );
+        let (sent, after) = on_runtime(move || async move {
+            let sent = std::cell::RefCell::new(Vec::new());
+            // Instance `a` never answers.
+            let transport = service_fn(|cx: &mut Cx, req: u32| {
+                let to = cx.target.unwrap();
+                sent.borrow_mut().push(to);
+                async move {
+                    if to == a {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Error>(req)
+                }
+            });
+            let lb = Rc::new(WeightedRoundRobin::new(vec![
+                Instance::new(a, 1),
+                Instance::new(b, 1),
+            ]));
+            let config = immediate(3).attempt_timeout(Duration::from_millis(10));
+            let policy = |e: &Error| matches!(e, Error::Timeout);
+            let svc = RetryLayer::<Baseline, _>::new(config, policy)
+                .layer(BalanceLayer::new(lb).layer(transport));
+            let mut cx = Cx {
+                method: "m",
+                ..Cx::default()
+            };
+            for _ in 0..2 {
+                assert_eq!(svc.call(&mut cx, 1).await, Ok(1));
+            }
+            let after = (cx.target, cx.failed.clone());
+            (sent.into_inner(), after)
+        });
+        // Each call: `a` (cut at 10 ms, noted as failed), then `b`, never `a` twice in a row.
+        assert!(sent.windows(2).all(|w| w != [a, a]), "{sent:?}");
+        assert_eq!(sent.iter().filter(|t| **t == b).count(), 2, "{sent:?}");
+        // The caller's (absent) target is back; the cut attempt's instance is noted.
+        assert_eq!(after.0, None);
+        assert!(after.1.contains(&a));
     }
 }

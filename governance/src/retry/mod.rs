@@ -3,7 +3,9 @@
 //! - [`RetryLayer`]: when a call fails with an error the [`RetryPolicy`] marks retryable, call
 //!   again after an exponential backoff with jitter, up to `max_attempts` calls and
 //!   `max_duration` in total, never starting an attempt at or after the context's deadline
-//!   ([`CallDeadline`](crate::CallDeadline)).
+//!   ([`CallDeadline`](crate::CallDeadline)). With `attempt_timeout`, each attempt also has a
+//!   deadline of its own (never later than the call's), and an attempt that reaches it fails
+//!   with a [`TimeoutError`](crate::timeout::TimeoutError), retried if the policy says so.
 //! - [`BackupLayer`]: when a call has not answered after `delay`, send the same request once
 //!   more; the first successful reply wins and the other call is dropped (cancelled). It cuts tail
 //!   latency for idempotent reads at the cost of extra load.
@@ -110,6 +112,14 @@ pub struct RetryConfig {
     pub max_duration: Option<Duration>,
     /// Waits between attempts. Default [`Backoff::default`].
     pub backoff: Backoff,
+    /// Longest one attempt may take (Kitex's RPC timeout, which applies to each attempt, while
+    /// `max_duration` and the call's deadline bound them all). An attempt past it is cancelled
+    /// and fails with a [`TimeoutError`](crate::timeout::TimeoutError) (the client's
+    /// `ClientError::Timeout`), which is retried when the [`RetryPolicy`] accepts it. The
+    /// attempt's deadline is `min(attempt start + attempt_timeout, the call's deadline)`, and it
+    /// is the deadline the attempt's context carries (a client sends it to the server). Default
+    /// `None`: attempts share the call's deadline.
+    pub attempt_timeout: Option<Duration>,
 }
 
 impl Default for RetryConfig {
@@ -118,7 +128,16 @@ impl Default for RetryConfig {
             max_attempts: 3,
             max_duration: None,
             backoff: Backoff::default(),
+            attempt_timeout: None,
         }
+    }
+}
+
+impl RetryConfig {
+    /// Sets [`RetryConfig::attempt_timeout`].
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
     }
 }
 
