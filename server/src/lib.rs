@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! socket ─▶ engine recv (Bytes) ─▶ LinkBuf ─▶ FrameDecoder ─▶ CallContext + body
-//!        ─▶ pipeline (rate limit ─▶ ACL ─▶ timeout ─▶ Router ─▶ your handler) ─▶ encoded reply body
+//!        ─▶ pipeline (rate limit ─▶ ACL ─▶ fallback ─▶ timeout ─▶ Router ─▶ your handler) ─▶ encoded reply body
 //!        ─▶ FrameEncoder (request's framing, seq id, TTHeader keys) ─▶ Outbox ─▶ one send per turn
 //! ```
 //!
@@ -29,5 +29,8 @@ pub use error::{BizError, HandlerError, ServerError, OVER_LIMIT_MESSAGE};
 pub use hooks::{RegisterConfig, TracerHook};
 /// The governance crate, for its configuration types (`limit::LimitConfig`, `acl::AclRules`).
 pub use ringrpc_governance as governance;
-pub use server::{EngineKind, RunningServer, Server, ServerBuilder, ServerConfig, ServerHandle};
-pub use service::{ServiceDef, SCRATCH_RESERVE};
+pub use server::{
+    EngineKind, RunningServer, Server, ServerBuilder, ServerConfig, ServerFallback,
+    ServerFallbackFn, ServerHandle,
+};
+pub use service::{protobuf_body, thrift_body, ServiceDef, SCRATCH_RESERVE};

@@ -17,6 +17,7 @@ use ringrpc_governance::acl::{AclLayer, AclRules};
 use ringrpc_governance::balance::Instance;
 use ringrpc_governance::clock::TurnClock;
 use ringrpc_governance::discovery::{Registration, Registry};
+use ringrpc_governance::fallback::FallbackLayer;
 use ringrpc_governance::limit::{GlobalLimit, LimitConfig, LimitLayer};
 use ringrpc_governance::obs::{
     CoreMetrics, MetricsConfig, MetricsRegistry, MetricsServer, ObsLayer, Tracer,
@@ -111,6 +112,37 @@ pub struct ServerConfig {
     /// Registers the server with a service registry once it listens, and deregisters it when
     /// shutdown begins (before draining). Default `None`.
     pub register: Option<RegisterConfig>,
+    /// Turns a handler's error into a reply, or passes it on (see [`ServerBuilder::fallback`]).
+    /// It sees what the router, the handler and the handler timeout produce, not the rate
+    /// limiter's or the ACL's rejections. Default `None`: the stage is left out.
+    pub fallback: Option<ServerFallback>,
+}
+
+/// A server fallback: `f(cx, error)` answers the call with `Ok(body)` (an encoded reply body,
+/// e.g. from [`crate::thrift_body`]) or passes `Err(error)` on; see [`ServerBuilder::fallback`].
+pub type ServerFallbackFn =
+    Arc<dyn Fn(&mut CallContext, HandlerError) -> Result<Bytes, HandlerError> + Send + Sync>;
+
+/// [`ServerFallbackFn`] with a `Debug` impl, shared by every core.
+#[derive(Clone)]
+pub struct ServerFallback(pub(crate) ServerFallbackFn);
+
+impl ServerFallback {
+    /// Wraps `f`.
+    pub fn new(
+        f: impl Fn(&mut CallContext, HandlerError) -> Result<Bytes, HandlerError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for ServerFallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerFallback(..)")
+    }
 }
 
 impl Default for ServerConfig {
@@ -137,6 +169,7 @@ impl Default for ServerConfig {
             tracing: false,
             tracer: None,
             register: None,
+            fallback: None,
         }
     }
 }
@@ -302,6 +335,33 @@ impl ServerBuilder {
     /// `RegisterConfig::new(registry, "echo").weight(20).tag("zone", "a")`.
     pub fn register_with(mut self, register: RegisterConfig) -> Self {
         self.config.register = Some(register);
+        self
+    }
+
+    /// Sets a fallback for handler errors (Kitex offers `WithFallback` on its client; on a Kitex
+    /// server the same is a middleware around the handler). `f(cx, error)` runs on the core of
+    /// the call for every error of the router, the handler and the handler timeout
+    /// ([`HandlerError::kind`] tells them apart: `biz`, `timeout`, `unknown_method`, ...), and
+    /// answers with `Ok(body)`, an encoded reply body sent as a normal reply (build it with
+    /// [`crate::thrift_body`] or [`crate::protobuf_body`] for the method called), or with
+    /// `Err(e)` to send `e` as it would have been. Rate-limit and ACL rejections do not reach
+    /// it: they protect the server and must stay visible to the caller (a client retries an
+    /// over-limit rejection elsewhere).
+    ///
+    /// ```ignore
+    /// .fallback(|cx, e| match (cx.method(), e.kind()) {
+    ///     ("GetUser", "timeout") => thrift_body(&SuccessResult(User::anonymous())),
+    ///     _ => Err(e),
+    /// })
+    /// ```
+    pub fn fallback(
+        mut self,
+        f: impl Fn(&mut CallContext, HandlerError) -> Result<Bytes, HandlerError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.config.fallback = Some(ServerFallback::new(f));
         self
     }
 
@@ -474,13 +534,22 @@ async fn accept_loop<E: Engine>(
     open_conns: Arc<AtomicUsize>,
     global: Option<Arc<GlobalLimit>>,
 ) {
-    // The per-core pipeline, outermost first: limit, ACL, timeout, router.
-    let inner = AclLayer::new(config.acl.clone()).layer(
-        TimeoutLayer::<E>::new(TimeoutConfig {
-            timeout: config.handler_timeout,
-        })
-        .layer(Router::new(services)),
-    );
+    // The per-core pipeline, outermost first: limit, ACL, fallback, timeout, router.
+    let timed = TimeoutLayer::<E>::new(TimeoutConfig {
+        timeout: config.handler_timeout,
+    })
+    .layer(Router::new(services));
+    let handled = match &config.fallback {
+        Some(f) => {
+            let f = f.0.clone();
+            Maybe::On(
+                FallbackLayer::new(move |cx: &mut CallContext, e: HandlerError| f(cx, e))
+                    .layer(timed),
+            )
+        }
+        None => Maybe::Off(timed),
+    };
+    let inner = AclLayer::new(config.acl.clone()).layer(handled);
     let limiter = global.and_then(|g| g.core(core.0, TurnClock)).map(Rc::new);
     let pipeline = match limiter {
         Some(limiter) => {

@@ -65,6 +65,24 @@ fn encode_body(
     })
 }
 
+/// Encodes `value` (a method's Thrift `_result` struct, e.g. `SuccessResult(resp)`) as a reply
+/// body, for a [`crate::ServerBuilder::fallback`] answer.
+///
+/// # Errors
+/// An `INTERNAL_ERROR` exception if encoding fails.
+pub fn thrift_body<T: TSerializable>(value: &T) -> Result<Bytes, HandlerError> {
+    encode_body(|buf| <ThriftCodec as BodyCodec<T>>::write(value, buf))
+}
+
+/// Encodes a Kitex Protobuf reply message as a reply body, for a
+/// [`crate::ServerBuilder::fallback`] answer.
+///
+/// # Errors
+/// An `INTERNAL_ERROR` exception if encoding fails.
+pub fn protobuf_body<T: prost::Message + Default>(value: &T) -> Result<Bytes, HandlerError> {
+    encode_body(|buf| <ProtobufCodec as BodyCodec<T>>::write(value, buf))
+}
+
 fn decode_error(e: ringrpc_codec::CodecError) -> HandlerError {
     HandlerError::Exception(ApplicationException::new(
         ExceptionKind::ProtocolError,
