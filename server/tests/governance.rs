@@ -24,7 +24,9 @@ use ringrpc_engine::Engine;
 use ringrpc_example_echo::{Request, Response};
 use ringrpc_governance::limit::LimitConfig;
 use ringrpc_governance::Metainfo;
-use ringrpc_server::{CallContext, HandlerError, RunningServer, ServerBuilder, ServiceDef};
+use ringrpc_server::{
+    thrift_body, BizError, CallContext, HandlerError, RunningServer, ServerBuilder, ServiceDef,
+};
 
 engine_tests!(
     instance_breaker_trips_at_60pct_errors_moves_traffic_and_recovers,
@@ -34,6 +36,8 @@ engine_tests!(
     balancers_spread_and_consistent_hash_sticks,
     retry_hides_a_killed_instance_from_idempotent_calls,
     acl_fallback_and_metainfo_along_a_chain,
+    attempt_timeout_retries_a_stalled_instance_well_before_the_deadline,
+    server_fallback_answers_for_one_method_and_passes_the_other_on,
 );
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -558,6 +562,7 @@ fn retry_hides_a_killed_instance_from_idempotent_calls<E: TestEngine>() {
                     multiplier: 2.0,
                     jitter: 0.5,
                 },
+                attempt_timeout: None,
             },
         ))
         // With two instances, losing one needs a retry for up to half the calls until its
@@ -724,4 +729,152 @@ fn acl_fallback_and_metainfo_along_a_chain<E: TestEngine>() {
         ("fallback".to_owned(), "Echo".to_owned())
     );
     drop((mid, tail));
+}
+
+/// Issue 6, item 2: a per-attempt timeout. One instance accepts connections and never answers
+/// (a listener nobody accepts from: the kernel completes the handshake, nothing replies); the
+/// other is healthy. With 100 ms per attempt under a 2 s RPC timeout, every call that tries
+/// the stalled instance first is cut at 100 ms and succeeds on the retry, long before 2 s.
+fn attempt_timeout_retries_a_stalled_instance_well_before_the_deadline<E: TestEngine>() {
+    let _serial = serial();
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let good = Arc::new(InstanceState::default());
+    let server = start_instance::<E>(&good, |b| b);
+    let config = base_config(vec![
+        Instance::new(stalled.local_addr().unwrap(), 1),
+        Instance::new(server.local_addr(), 1),
+    ])
+    .rpc_timeout(Some(Duration::from_secs(2)))
+    .retry(
+        PerMethod::none().method(
+            "Echo",
+            RetryConfig {
+                max_attempts: 3,
+                backoff: Backoff::NONE,
+                ..RetryConfig::default()
+            }
+            .attempt_timeout(Duration::from_millis(100)),
+        ),
+    );
+    let client = Client::<E>::new(config);
+    let took = on_core::<E, _, _>(Duration::from_secs(30), move || async move {
+        let mut took = Vec::new();
+        for _ in 0..6 {
+            let start = Instant::now();
+            let r = echo(&client, "echo").await;
+            took.push((r.map_err(|e| e.to_string()), start.elapsed()));
+        }
+        took
+    });
+    eprintln!("{took:?}");
+    for (r, t) in &took {
+        assert!(r.is_ok(), "{r:?} after {t:?}");
+        assert!(*t < Duration::from_secs(1), "a call took {t:?}");
+    }
+    // Round-robin sends at least every other call's first attempt to the stalled instance:
+    // those waited for the attempt timeout, then the healthy instance answered.
+    let cut = took
+        .iter()
+        .filter(|(_, t)| *t >= Duration::from_millis(100))
+        .count();
+    assert!(cut >= 3, "{cut} of 6 calls met the stalled instance");
+    assert_eq!(calls(&good), 6);
+    drop((server, stalled));
+}
+
+/// Issue 6, item 7: a server fallback. Two methods with the same handler (`biz` answers a
+/// business error, `sleep` outlives the 100 ms handler timeout); the fallback answers for
+/// `Covered` with a fixed body naming the error kind and passes `Uncovered`'s errors on. An
+/// ACL rejection never reaches the fallback.
+fn server_fallback_answers_for_one_method_and_passes_the_other_on<E: TestEngine>() {
+    let _serial = serial();
+    async fn handler<E: Engine>(
+        _: &mut CallContext,
+        Args1(req): Args1<Request>,
+    ) -> Result<SuccessResult<Response>, HandlerError> {
+        match req.action.as_str() {
+            "biz" => Err(BizError::new(1234, "out of stock").into()),
+            "sleep" => {
+                E::sleep(Duration::from_secs(10)).await;
+                Ok(SuccessResult(Response::new(req.action, req.msg)))
+            }
+            _ => Ok(SuccessResult(Response::new(req.action, req.msg))),
+        }
+    }
+    let server = builder::<E>()
+        .handler_timeout(Duration::from_millis(100))
+        .acl(AclRules::new().rule(|cx: &CallContext, _| {
+            if cx.metainfo().persistent("role") == Some("banned") {
+                Err(AclError::rejected("banned role"))
+            } else {
+                Ok(())
+            }
+        }))
+        .fallback(|cx, e| {
+            if cx.method() == "Covered" {
+                thrift_body(&SuccessResult(Response::new(
+                    "fallback".into(),
+                    e.kind().into(),
+                )))
+            } else {
+                Err(e)
+            }
+        })
+        .service(|| {
+            ServiceDef::new(SERVICE)
+                .thrift_method("Covered", handler::<E>)
+                .thrift_method("Uncovered", handler::<E>)
+        })
+        .start()
+        .expect("server starts");
+    let client =
+        Client::<E>::new(ClientConfig::new(vec![server.local_addr()]).service_name(SERVICE));
+    type Got = Result<(String, String), ClientError>;
+    let (covered, uncovered, banned, took) =
+        on_core::<E, _, _>(Duration::from_secs(20), move || async move {
+            let call = |method: &'static str, action: &'static str, opts: CallOptions| {
+                let c = &client;
+                async move {
+                    c.call_thrift::<_, SuccessResult<Response>>(method, &req(action, "x"), opts)
+                        .await
+                        .map(|r| (r.0.action, r.0.msg))
+                }
+            };
+            let mut covered: Vec<Got> = Vec::new();
+            let mut uncovered: Vec<Got> = Vec::new();
+            let start = Instant::now();
+            for action in ["echo", "biz", "sleep"] {
+                covered.push(call("Covered", action, CallOptions::default()).await);
+                uncovered.push(call("Uncovered", action, CallOptions::default()).await);
+            }
+            let took = start.elapsed();
+            let banned = Metainfo::new().with_persistent("role", "banned");
+            let banned = call("Covered", "biz", CallOptions::default().metainfo(banned)).await;
+            (covered, uncovered, banned, took)
+        });
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    // Covered: successes untouched, the business error and the timeout answered.
+    assert_eq!(covered[0].as_ref().unwrap(), &pair("echo", "x"));
+    assert_eq!(covered[1].as_ref().unwrap(), &pair("fallback", "biz"));
+    assert_eq!(covered[2].as_ref().unwrap(), &pair("fallback", "timeout"));
+    // Uncovered: the same errors reach the client as the handler left them.
+    assert_eq!(uncovered[0].as_ref().unwrap(), &pair("echo", "x"));
+    assert!(
+        matches!(&uncovered[1], Err(ClientError::Biz(b)) if b.status == 1234 && b.message == "out of stock"),
+        "{:?}",
+        uncovered[1]
+    );
+    assert!(
+        matches!(&uncovered[2], Err(ClientError::Remote { message, .. }) if message.contains("deadline exceeded")),
+        "{:?}",
+        uncovered[2]
+    );
+    // Two handler timeouts of 100 ms, not the handler's 10 s sleep.
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The ACL rejects before the fallback: the caller sees the rejection.
+    assert!(
+        matches!(&banned, Err(ClientError::Remote { message, .. }) if message.contains("banned role")),
+        "{banned:?}"
+    );
+    drop(server);
 }
