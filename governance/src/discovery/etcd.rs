@@ -1,8 +1,12 @@
 //! An etcd registry and resolver (feature `etcd`), on the `etcd-client` crate.
 //!
-//! Layout, compatible with kitex-contrib/registry-etcd when `prefix` is `kitex/registry-etcd`:
-//! key `<prefix>/<service>/<addr>`, value JSON
-//! `{"network":"tcp","address":"<addr>","weight":10,"tags":{..}}`.
+//! Layout, that of kitex-contrib/registry-etcd (checked against its `common.go`,
+//! `etcd_registry.go` and `etcd_resolver.go`, see docs/governance.md): key
+//! `<prefix>/<service>/<addr>` with the default prefix `kitex/registry-etcd`, value JSON
+//! `{"network":"tcp","address":"<addr>","weight":10,"tags":{..}}`. Read as Kitex's resolver
+//! reads it: a weight of 0 or less (or none) is the default weight 10, and `"tags": null` (what
+//! a Kitex server without tags writes) is no tags. So Kitex servers and ringrpc servers can
+//! register the same service, and Kitex and ringrpc clients resolve both.
 //!
 //! - [`EtcdRegistry`]: each registration is put with its own lease of `ttl`, kept alive by a
 //!   task (every `ttl / 3`); if the lease is lost (etcd restarted, a long partition) the task
@@ -34,15 +38,19 @@ use super::{
 };
 use crate::balance::Instance;
 
-/// Kitex's default instance weight, used when an entry has none.
+/// Kitex's default instance weight, used when an entry has none (or one of 0 or less).
 const DEFAULT_WEIGHT: u32 = 10;
+
+/// kitex-contrib/registry-etcd's key prefix, the default of [`EtcdConfig::prefix`].
+pub const DEFAULT_PREFIX: &str = "kitex/registry-etcd";
 
 /// How to reach etcd and lay out the keys.
 #[derive(Debug, Clone)]
 pub struct EtcdConfig {
     /// Client endpoints, e.g. `["http://127.0.0.1:2379"]`.
     pub endpoints: Vec<String>,
-    /// Key prefix (no trailing `/`). Default `"ringrpc"`.
+    /// Key prefix (no trailing `/`). Default `"kitex/registry-etcd"`, kitex-contrib/registry-etcd's,
+    /// so ringrpc and Kitex services find each other.
     pub prefix: String,
     /// Lease time-to-live of a registration. Default 10 s; etcd may round it up to its
     /// minimum (about 1.5 × its election timeout).
@@ -58,7 +66,7 @@ impl EtcdConfig {
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
         Self {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
-            prefix: "ringrpc".to_owned(),
+            prefix: DEFAULT_PREFIX.to_owned(),
             ttl: Duration::from_secs(10),
             timeout: Duration::from_secs(3),
             retry_backoff: Duration::from_millis(500),
@@ -111,32 +119,37 @@ impl EtcdConfig {
     }
 }
 
-/// The JSON value of an instance key (kitex-contrib/registry-etcd's `instanceInfo`).
-#[derive(Debug, Serialize, Deserialize)]
-struct Entry {
-    #[serde(default = "tcp")]
-    network: String,
+/// The JSON value of an instance key as written (kitex-contrib/registry-etcd's
+/// `instanceInfo`: `network`, `address`, `weight`, `tags`, in that order).
+#[derive(Debug, Serialize)]
+struct Entry<'a> {
+    network: &'a str,
     address: String,
-    #[serde(default = "default_weight")]
     weight: u32,
+    tags: &'a HashMap<String, String>,
+}
+
+/// The JSON value as read, as leniently as Kitex's resolver (Go's `encoding/json` into
+/// `instanceInfo`): missing fields and `null` take their zero values.
+#[derive(Debug, Deserialize)]
+struct ReadEntry {
     #[serde(default)]
-    tags: HashMap<String, String>,
-}
-
-fn tcp() -> String {
-    "tcp".to_owned()
-}
-
-fn default_weight() -> u32 {
-    DEFAULT_WEIGHT
+    network: Option<String>,
+    address: String,
+    /// Go `int`; 0 or less means the default weight.
+    #[serde(default)]
+    weight: Option<i64>,
+    /// A Go `map`, `null` when the registrant had none.
+    #[serde(default)]
+    tags: Option<HashMap<String, String>>,
 }
 
 fn encode(instance: &Instance) -> Result<String, DiscoveryError> {
     serde_json::to_string(&Entry {
-        network: tcp(),
+        network: "tcp",
         address: instance.addr.to_string(),
         weight: instance.weight,
-        tags: instance.tags.clone(),
+        tags: &instance.tags,
     })
     .map_err(|e| DiscoveryError::BadEntry {
         key: instance.addr.to_string(),
@@ -149,18 +162,23 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Instance, DiscoveryError> {
         key: String::from_utf8_lossy(key).into_owned(),
         reason,
     };
-    let entry: Entry = serde_json::from_slice(value).map_err(|e| bad(e.to_string()))?;
-    if entry.network != "tcp" {
-        return Err(bad(format!("unsupported network {:?}", entry.network)));
+    let entry: ReadEntry = serde_json::from_slice(value).map_err(|e| bad(e.to_string()))?;
+    let network = entry.network.as_deref().unwrap_or("tcp");
+    if !matches!(network, "tcp" | "tcp4" | "tcp6" | "") {
+        return Err(bad(format!("unsupported network {network:?}")));
     }
     let addr: SocketAddr = entry
         .address
         .parse()
         .map_err(|e| bad(format!("address {:?}: {e}", entry.address)))?;
+    let weight = match entry.weight {
+        Some(w) if w > 0 => u32::try_from(w).unwrap_or(u32::MAX),
+        _ => DEFAULT_WEIGHT,
+    };
     Ok(Instance {
         addr,
-        weight: entry.weight,
-        tags: entry.tags,
+        weight,
+        tags: entry.tags.unwrap_or_default(),
     })
 }
 
@@ -679,6 +697,29 @@ mod tests {
         assert_eq!(minimal.weight, DEFAULT_WEIGHT);
         assert!(decode(b"k", br#"{"address":"nope"}"#).is_err());
         assert!(decode(b"k", br#"{"network":"udp","address":"127.0.0.1:1"}"#).is_err());
+    }
+
+    #[test]
+    fn writes_exactly_kitex_fields_and_reads_what_a_kitex_server_writes() {
+        // Field order and names of kitex-contrib/registry-etcd's instanceInfo.
+        let i = Instance::new("10.0.0.1:8888".parse().unwrap(), 20).with_tag("zone", "a");
+        assert_eq!(
+            encode(&i).unwrap(),
+            r#"{"network":"tcp","address":"10.0.0.1:8888","weight":20,"tags":{"zone":"a"}}"#
+        );
+        // A Kitex server without tags writes `"tags":null` (a nil Go map).
+        let kitex = br#"{"network":"tcp","address":"10.0.0.2:8888","weight":10,"tags":null}"#;
+        assert_eq!(
+            decode(b"k", kitex).unwrap(),
+            Instance::new("10.0.0.2:8888".parse().unwrap(), 10)
+        );
+        // Kitex's resolver reads a weight of 0 or less as the default weight.
+        for w in ["0", "-3"] {
+            let v =
+                format!(r#"{{"network":"tcp","address":"10.0.0.3:1","weight":{w},"tags":{{}}}}"#);
+            assert_eq!(decode(b"k", v.as_bytes()).unwrap().weight, DEFAULT_WEIGHT);
+        }
+        assert_eq!(EtcdConfig::new(["x"]).prefix, "kitex/registry-etcd");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::etcd::EtcdConfig;
+use super::DiscoveryError;
 
 /// How long [`LocalEtcd::start`] waits for the server to report healthy.
 const START_LIMIT: Duration = Duration::from_secs(15);
@@ -99,6 +100,60 @@ impl LocalEtcd {
     /// A client configuration for this server (quick retries, for tests).
     pub fn config(&self) -> EtcdConfig {
         EtcdConfig::new([self.endpoint.clone()]).retry_backoff(Duration::from_millis(100))
+    }
+
+    /// Puts `key = value` as is, without a lease (to write entries as another registrant,
+    /// such as a Kitex server, would).
+    ///
+    /// # Errors
+    /// [`DiscoveryError::Registry`] if etcd cannot be reached or refuses.
+    pub fn put(&self, key: &str, value: &str) -> Result<(), DiscoveryError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.with_client(|mut c| async move {
+            c.put(key, value, None).await?;
+            Ok(())
+        })
+    }
+
+    /// Every key under `prefix` with its value, in key order, as stored.
+    ///
+    /// # Errors
+    /// [`DiscoveryError::Registry`] if etcd cannot be reached or refuses.
+    pub fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, DiscoveryError> {
+        let prefix = prefix.to_owned();
+        self.with_client(|mut c| async move {
+            let resp = c
+                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await?;
+            Ok(resp
+                .kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        String::from_utf8_lossy(kv.value()).into_owned(),
+                    )
+                })
+                .collect())
+        })
+    }
+
+    /// Runs `f` with a fresh client on a throwaway one-thread runtime.
+    fn with_client<T, F, Fut>(&self, f: F) -> Result<T, DiscoveryError>
+    where
+        F: FnOnce(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DiscoveryError::Registry(format!("tokio runtime: {e}")))?;
+        let endpoint = self.endpoint.clone();
+        rt.block_on(async move {
+            let client = etcd_client::Client::connect([endpoint], None).await?;
+            f(client).await
+        })
+        .map_err(|e| DiscoveryError::Registry(e.to_string()))
     }
 }
 

@@ -7,8 +7,9 @@
 //!   shutdown ([`Registry::deregister`]).
 //! - [`StaticResolver`]: a fixed list, for tests and for clients given addresses directly.
 //! - `etcd` (feature `etcd`): [`etcd::EtcdRegistry`] and [`etcd::EtcdResolver`], keys
-//!   `ringrpc/<service>/<addr>` bound to a lease kept alive by the registrant, so a server
-//!   that dies without deregistering disappears when its lease runs out.
+//!   `kitex/registry-etcd/<service>/<addr>` (kitex-contrib/registry-etcd's layout) bound to a
+//!   lease kept alive by the registrant, so a server that dies without deregistering
+//!   disappears when its lease runs out.
 //!
 //! Balancers are per core ([`crate::balance`]), so a snapshot must reach every core. A
 //! [`CoreFanout`] does that: its [`CoreFanout::sink`] is the watch callback; it posts each
