@@ -19,11 +19,13 @@ use ringrpc_client::{CallOptions, Client, ClientConfig};
 use ringrpc_codec::thrift::{Args1, SuccessResult};
 use ringrpc_engine::{Engine, RuntimeConfig};
 use ringrpc_example_echo::{Request, Response};
-use ringrpc_server::{CallContext, HandlerError, RunningServer, ServiceDef};
+use ringrpc_server::{CallContext, HandlerError, RegisterConfig, RunningServer, ServiceDef};
 
 engine_tests!(
     etcd_two_servers_register_and_a_stopped_one_is_dropped_within_2s,
     static_resolver_feeds_the_balancer,
+    a_server_registered_the_kitex_way_is_resolved_and_called,
+    what_our_server_registers_is_kitex_registry_etcd_format,
 );
 
 /// An echo server counting the calls it answers.
@@ -230,4 +232,70 @@ fn static_resolver_feeds_the_balancer<E: TestEngine>() {
             .kind()
     });
     assert_eq!(err, "no_instance");
+}
+
+/// Kitex interop: an entry written exactly as a Kitex server registers through
+/// kitex-contrib/registry-etcd (key `kitex/registry-etcd/<service>/<host:port>`, value
+/// `{"network":"tcp","address":..,"weight":10,"tags":null}`: a Kitex server without tags writes
+/// a nil map as `null`) is found by our resolver, and our client calls the server it names.
+fn a_server_registered_the_kitex_way_is_resolved_and_called<E: TestEngine>() {
+    let etcd = LocalEtcd::start().expect("a private etcd");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let server = counting_server::<E>(&calls, |b| b);
+    let addr = server.local_addr();
+    etcd.put(
+        &format!("kitex/registry-etcd/echo.kitex/{addr}"),
+        &format!(r#"{{"network":"tcp","address":"{addr}","weight":10,"tags":null}}"#),
+    )
+    .unwrap();
+    let resolver = EtcdResolver::connect(etcd.config()).unwrap();
+    assert_eq!(
+        resolver.resolve("echo.kitex").unwrap(),
+        vec![Instance::new(addr, 10)]
+    );
+    let client =
+        Client::<E>::try_new(ClientConfig::default().resolver(Arc::new(resolver), "echo.kitex"))
+            .expect("watch starts");
+    let served = on_core::<E, _, _>(Duration::from_secs(10), move || async move {
+        for _ in 0..10 {
+            client
+                .call_thrift::<_, SuccessResult<Response>>(
+                    "Echo",
+                    &req("echo", "x"),
+                    CallOptions::default(),
+                )
+                .await
+                .expect("call");
+        }
+        client.instances_on_this_core().unwrap()
+    });
+    assert_eq!(served, vec![Instance::new(addr, 10)]);
+    assert_eq!(calls.load(Ordering::SeqCst), 10);
+}
+
+/// Kitex interop: what our server registers is what a Kitex client's resolver
+/// (kitex-contrib/registry-etcd) reads: one key `kitex/registry-etcd/<service>/<addr>`, whose
+/// value has exactly the fields of its `instanceInfo`, in its order, with Go's types.
+fn what_our_server_registers_is_kitex_registry_etcd_format<E: TestEngine>() {
+    let etcd = LocalEtcd::start().expect("a private etcd");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry: Arc<dyn Registry> = Arc::new(EtcdRegistry::connect(etcd.config()).unwrap());
+    let server = counting_server::<E>(&calls, |b| {
+        b.register_with(
+            RegisterConfig::new(registry, "echo")
+                .weight(20)
+                .tag("zone", "a"),
+        )
+    });
+    let addr = server.local_addr();
+    let entries = etcd.get_prefix("kitex/registry-etcd/").unwrap();
+    assert_eq!(
+        entries,
+        vec![(
+            format!("kitex/registry-etcd/echo/{addr}"),
+            format!(r#"{{"network":"tcp","address":"{addr}","weight":20,"tags":{{"zone":"a"}}}}"#),
+        )]
+    );
+    server.shutdown();
+    assert!(etcd.get_prefix("kitex/registry-etcd/").unwrap().is_empty());
 }
