@@ -287,7 +287,7 @@ impl GeneratorEngine for Uring {
             busy_poll,
             ..UringConfig::default()
         };
-        Uring::launch_with(config, uring, init)
+        Self::launch_with(config, uring, init)
     }
 }
 
@@ -302,7 +302,7 @@ impl GeneratorEngine for Baseline {
         F: Fn(CoreId) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        Baseline::launch(config, init)
+        Self::launch(config, init)
     }
 }
 

@@ -117,10 +117,8 @@ impl FrameHead {
     /// [`TtHeader::set_str_kv`].
     pub fn reply_to(&self, message_type: MessageType) -> Self {
         let header = self.framing.has_ttheader().then(|| {
-            let mut h = TtHeader {
-                protocol_id: self.header.as_ref().map_or(0, |h| h.protocol_id),
-                ..TtHeader::default()
-            };
+            let mut h = TtHeader::new();
+            h.protocol_id = self.header.as_ref().map_or(0, |h| h.protocol_id);
             h.set_int_kv_number(keys::int::MSG_TYPE, i64::from(message_type as u8));
             h
         });

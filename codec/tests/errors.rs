@@ -455,5 +455,5 @@ fn header_entries_over_the_limit_are_refused() {
     })
     .decode(&mut buf)
     .unwrap();
-    assert!(matches!(ok, Decoded::Frame(f) if f.head.header().unwrap().int_kvs.len() == 200));
+    assert!(matches!(ok, Decoded::Frame(f) if f.head.header().unwrap().int_kvs().count() == 200));
 }

@@ -39,16 +39,19 @@ fn header() -> impl Strategy<Value = TtHeader> {
         proptest::collection::vec((small_bytes(20), small_bytes(40)), 0..8),
         proptest::option::of(small_bytes(30)),
     )
-        .prop_map(
-            |(flags, protocol_id, int_kvs, str_kvs, acl_token)| TtHeader {
-                flags,
-                seq_id: 0,
-                protocol_id,
-                int_kvs,
-                str_kvs,
-                acl_token,
-            },
-        )
+        .prop_map(|(flags, protocol_id, int_kvs, str_kvs, acl_token)| {
+            let mut h = TtHeader::new();
+            h.flags = flags;
+            h.protocol_id = protocol_id;
+            for (k, v) in int_kvs {
+                h.push_int_kv(k, &v);
+            }
+            for (k, v) in str_kvs {
+                h.push_str_kv(&k, &v);
+            }
+            h.set_acl_token(acl_token.as_deref());
+            h
+        })
 }
 
 /// A valid thrift struct body: string fields with random ids, then STOP; sometimes one
@@ -123,7 +126,9 @@ proptest! {
         let f = decode_split(&concat(&out), &cuts);
         let mut want = head.clone();
         want.header = framing.has_ttheader().then(|| {
-            TtHeader { seq_id: seq, ..head.header.clone().unwrap_or_default() }
+            let mut h = head.header.clone().unwrap_or_default();
+            h.seq_id = seq;
+            h
         });
         prop_assert_eq!(f.head, want);
         prop_assert_eq!(f.body, body);
@@ -166,7 +171,9 @@ proptest! {
         let mut info = BytesMut::new();
         info.put_u8(pid);
         info.put_u8(0);
-        let mut want = TtHeader { protocol_id: pid, seq_id: 5, ..TtHeader::default() };
+        let mut want = TtHeader::new();
+        want.protocol_id = pid;
+        want.seq_id = 5;
         for b in &blocks {
             match b {
                 None => info.put_u8(info_id::PADDING),
@@ -176,7 +183,7 @@ proptest! {
                     for (k, v) in kvs {
                         info.put_u16(k.len() as u16); info.put_slice(k);
                         info.put_u16(v.len() as u16); info.put_slice(v);
-                        want.str_kvs.push((k.clone(), v.clone()));
+                        want.push_str_kv(k, v);
                     }
                 }
                 Some((1, kvs)) => {
@@ -185,13 +192,13 @@ proptest! {
                     for (k, v) in kvs {
                         info.put_slice(k);
                         info.put_u16(v.len() as u16); info.put_slice(v);
-                        want.int_kvs.push((u16::from_be_bytes([k[0], k[1]]), v.clone()));
+                        want.push_int_kv(u16::from_be_bytes([k[0], k[1]]), v);
                     }
                 }
                 Some((_, t)) => {
                     info.put_u8(info_id::ACL_TOKEN);
                     info.put_u16(t[0].0.len() as u16); info.put_slice(&t[0].0);
-                    want.acl_token = Some(t[0].0.clone());
+                    want.set_acl_token(Some(&t[0].0));
                 }
             }
         }
@@ -205,9 +212,10 @@ proptest! {
 fn every_protocol_id_round_trips() {
     for pid in protocol_id::ACCEPTED {
         let head = FrameHead {
-            header: Some(TtHeader {
-                protocol_id: pid,
-                ..TtHeader::default()
+            header: Some({
+                let mut h = TtHeader::new();
+                h.protocol_id = pid;
+                h
             }),
             ..FrameHead::new(
                 Framing::TtHeader,
@@ -314,8 +322,8 @@ fn maximum_length_strings() {
     info.put_u16(65535);
     info.put_bytes(b'v', 65535);
     let h = TtHeader::decode_info(info.freeze(), 0, 0).unwrap();
-    assert_eq!(h.str_kvs[0].0.len(), 65535);
-    assert_eq!(h.str_kvs[0].1.len(), 65535);
+    let (k, v) = h.str_kvs().next().unwrap();
+    assert_eq!((k.len(), v.len()), (65535, 65535));
 }
 
 #[test]
@@ -350,10 +358,10 @@ fn int_value_helpers() {
     let mut h = TtHeader::new();
     h.set_int_kv_number(keys::int::RPC_TIMEOUT, 1500);
     h.set_int_kv_number(keys::int::MSG_TYPE, 3);
-    assert_eq!(h.int_kv(keys::int::RPC_TIMEOUT).unwrap().as_ref(), b"1500");
+    assert_eq!(h.int_kv(keys::int::RPC_TIMEOUT).unwrap(), b"1500");
     assert_eq!(h.int_kv_number(keys::int::MSG_TYPE), Some(3));
     h.set_str_kv(keys::str::CONN_RESET, "1");
-    assert_eq!(h.str_kv(b"crrst").unwrap().as_ref(), b"1");
+    assert_eq!(h.str_kv(b"crrst").unwrap(), b"1");
 }
 
 #[test]
@@ -415,4 +423,45 @@ fn thrift_and_prost_bodies_round_trip() {
     let f = common::decode_one(&concat(&out));
     assert_eq!(f.head.message_type, MessageType::Exception);
     assert_eq!(f.exception().unwrap(), exc);
+}
+
+/// A decoded header indexes the received bytes: `*_bytes` lookups slice them without a copy,
+/// and changing the header afterwards copies them once and leaves the received frame alone.
+#[test]
+fn decoded_header_slices_then_copies_on_write() {
+    let mut built = TtHeader::new();
+    built.seq_id = 7;
+    built.push_int_kv(keys::int::TO_METHOD, b"Echo");
+    built.push_str_kv(b"RPC_TRANSIT_a", b"1");
+    built.set_acl_token(Some(b"tok"));
+    let mut w = ChunkWriter::new();
+    let n = built.encode_info(&mut w).unwrap();
+    let mut out = Vec::new();
+    w.finish(&mut out);
+    let info = concat(&out);
+    assert_eq!(info.len(), n);
+    let info = Bytes::from(info);
+    let mut h = TtHeader::decode_info(info.clone(), 0, 7).unwrap();
+    assert_eq!(h.seq_id, 7);
+    let method = h.int_kv_bytes(keys::int::TO_METHOD).unwrap();
+    assert_eq!(&method[..], b"Echo");
+    let inside = info.as_ptr_range();
+    assert!(inside.contains(&method.as_ptr()), "sliced, not copied");
+    assert_eq!(h.str_kv(b"RPC_TRANSIT_a"), Some(&b"1"[..]));
+    assert_eq!(h.acl_token(), Some(&b"tok"[..]));
+    assert_eq!(h.len(), 3);
+    assert_eq!(h, built, "equal by content whatever the storage");
+
+    h.set_str_kv("RPC_TRANSIT_a", "2");
+    h.set_int_kv_number(keys::int::RPC_TIMEOUT, -1500);
+    h.set_int_kv_number(keys::int::MSG_TYPE, i64::MIN);
+    assert_eq!(h.str_kv(b"RPC_TRANSIT_a"), Some(&b"2"[..]));
+    assert_eq!(h.str_kvs().count(), 1, "replaced, not added");
+    assert_eq!(h.int_kv(keys::int::RPC_TIMEOUT), Some(&b"-1500"[..]));
+    assert_eq!(h.int_kv_number(keys::int::MSG_TYPE), Some(i64::MIN));
+    assert_eq!(h.int_kv(keys::int::TO_METHOD), Some(&b"Echo"[..]));
+    assert_ne!(h, built);
+    assert_eq!(&method[..], b"Echo", "earlier slices stay valid");
+    h.set_acl_token(None);
+    assert_eq!(h.acl_token(), None);
 }

@@ -364,14 +364,10 @@ fn every_vector_decodes_to_its_readme_fields() {
                 assert_eq!(h.flags, 0, "{}", x.name);
                 assert_eq!(h.seq_id, x.seq, "{}", x.name);
                 assert_eq!(h.protocol_id, 0, "{}", x.name);
-                let got_str: Vec<_> = h
-                    .str_kvs
-                    .iter()
-                    .map(|(k, v)| (k.as_ref(), v.as_ref()))
-                    .collect();
+                let got_str: Vec<_> = h.str_kvs().collect();
                 let want_str: Vec<_> = strs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
                 assert_eq!(got_str, want_str, "{}", x.name);
-                let got_int: Vec<_> = h.int_kvs.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+                let got_int: Vec<_> = h.int_kvs().collect();
                 let want_int: Vec<_> = ints.iter().map(|(k, v)| (*k, *v)).collect();
                 assert_eq!(got_int, want_int, "{}", x.name);
                 if let Some(t) = h.int_kv(int::MSG_TYPE) {

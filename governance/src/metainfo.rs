@@ -6,7 +6,6 @@
 //! - *backward* values go server → client in the reply. We send them with the `RPC_BACKWARD_`
 //!   prefix (Volo's form) and accept both that and Kitex's unprefixed keys on read (spec §1.5).
 
-use bytes::Bytes;
 use ringrpc_codec::keys::str as keys;
 use ringrpc_codec::TtHeader;
 
@@ -73,7 +72,7 @@ impl Metainfo {
     /// Reads the prefixed values of a request header.
     pub fn read_request(header: &TtHeader) -> Self {
         let mut m = Self::default();
-        for (k, v) in &header.str_kvs {
+        for (k, v) in header.str_kvs() {
             if let Some(name) = strip(k, keys::TRANSIT_PREFIX) {
                 m.transient.push((name, lossy(v)));
             } else if let Some(name) = strip(k, keys::PERSIST_PREFIX) {
@@ -110,7 +109,7 @@ impl Backward {
     /// unprefixed ones, leaving out the keys the protocol itself uses.
     pub fn read_reply(header: &TtHeader) -> Self {
         let mut out = Self::default();
-        for (k, v) in &header.str_kvs {
+        for (k, v) in header.str_kvs() {
             if let Some(name) = strip(k, keys::BACKWARD_PREFIX) {
                 out.0.push((name, lossy(v)));
             } else if !is_protocol_key(k) {
@@ -144,12 +143,12 @@ fn find<'a>(list: &'a [(String, String)], k: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn strip(k: &Bytes, prefix: &str) -> Option<String> {
+fn strip(k: &[u8], prefix: &str) -> Option<String> {
     k.strip_prefix(prefix.as_bytes())
         .map(|n| String::from_utf8_lossy(n).into_owned())
 }
 
-fn lossy(b: &Bytes) -> String {
+fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 

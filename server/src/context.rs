@@ -33,15 +33,14 @@ impl CallContext {
                 h.int_kv_number(int::RPC_TIMEOUT)
                     .filter(|ms| *ms > 0)
                     .map(|ms| received + Duration::from_millis(ms as u64)),
-                if h.str_kvs.is_empty() {
+                if !h.has_str_kvs() {
                     Metainfo::default()
                 } else {
                     Metainfo::read_request(h)
                 },
-                h.str_kv(skeys::IDL_SERVICE_NAME.as_bytes())
-                    .or_else(|| h.int_kv(int::TO_SERVICE))
-                    .filter(|s| !s.is_empty())
-                    .cloned(),
+                h.str_kv_bytes(skeys::IDL_SERVICE_NAME.as_bytes())
+                    .or_else(|| h.int_kv_bytes(int::TO_SERVICE))
+                    .filter(|s| !s.is_empty()),
             ),
             None => (None, Metainfo::default(), None),
         };

@@ -407,7 +407,7 @@ fn shutdown_with_calls_in_flight<E: TestEngine>() {
                         let crrst = r
                             .header
                             .as_ref()
-                            .and_then(|h| h.str_kv(skeys::CONN_RESET.as_bytes()).cloned());
+                            .and_then(|h| h.str_kv_bytes(skeys::CONN_RESET.as_bytes()));
                         (decode_response(&r).msg == "200", crrst, msg)
                     })
                     .map_err(|e| format!("{e:?}"))

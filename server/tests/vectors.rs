@@ -101,7 +101,7 @@ fn same_shape(addr: SocketAddr, name: &str) -> (Frame, Frame) {
     let crrst = |f: &Frame| {
         f.head
             .header()
-            .and_then(|h| h.str_kv(skeys::CONN_RESET.as_bytes()).cloned())
+            .and_then(|h| h.str_kv_bytes(skeys::CONN_RESET.as_bytes()))
     };
     assert_eq!(crrst(&ours), crrst(&theirs), "{name}: crrst");
     (ours, theirs)

@@ -120,23 +120,26 @@ impl<E: Engine> CorePool<E> {
             seq,
         );
         if framing.has_ttheader() {
-            let mut h = TtHeader::new();
+            let name_len = |n: &Option<Bytes>| n.as_ref().map_or(0, Bytes::len);
+            let mut h = TtHeader::with_capacity(
+                6,
+                head.method.len()
+                    + 2 * name_len(&self.service_name)
+                    + skeys::IDL_SERVICE_NAME.len()
+                    + name_len(&self.caller_name)
+                    + 8,
+            );
             if mux {
                 h.flags = FLAG_SUPPORT_OUT_OF_ORDER;
             }
-            // A fresh header: push instead of set (no search for an earlier value), and the
-            // names are `Bytes` built once per core, so each call clones rather than copies.
-            h.int_kvs.reserve(4);
-            h.int_kvs.push((int::TO_METHOD, head.method.clone()));
+            // A fresh header: push instead of set (no search for an earlier value).
+            h.push_int_kv(int::TO_METHOD, &head.method);
             if let Some(s) = &self.service_name {
-                h.int_kvs.push((int::TO_SERVICE, s.clone()));
-                h.str_kvs.push((
-                    Bytes::from_static(skeys::IDL_SERVICE_NAME.as_bytes()),
-                    s.clone(),
-                ));
+                h.push_int_kv(int::TO_SERVICE, s);
+                h.push_str_kv(skeys::IDL_SERVICE_NAME.as_bytes(), s);
             }
             if let Some(c) = &self.caller_name {
-                h.int_kvs.push((int::FROM_SERVICE, c.clone()));
+                h.push_int_kv(int::FROM_SERVICE, c);
             }
             if let Some(deadline) = cx.deadline() {
                 // Rounded up, so the server's deadline (its receive time plus this) is never
