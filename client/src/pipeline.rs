@@ -105,7 +105,7 @@ where
 fn biz_error(h: &TtHeader) -> Option<BizError> {
     let status = h
         .str_kv(skeys::BIZ_STATUS.as_bytes())
-        .and_then(|v| parse_int_value(v))?;
+        .and_then(parse_int_value)?;
     if status == 0 {
         return None;
     }
