@@ -347,6 +347,8 @@ struct Worker<E: Engine> {
 
 impl<E: Engine> Worker<E> {
     async fn run(mut self) {
+        // In closed loop a call starts when the previous one ended: one clock read per call.
+        let mut now = Instant::now();
         loop {
             let intended = match &mut self.pacer {
                 Some(p) => {
@@ -360,7 +362,6 @@ impl<E: Engine> Worker<E> {
                     t
                 }
                 None => {
-                    let now = Instant::now();
                     if now >= self.end {
                         break;
                     }
@@ -372,6 +373,7 @@ impl<E: Engine> Worker<E> {
                 .call_raw(self.method, self.body.clone(), CallOptions::default())
                 .await;
             let done = Instant::now();
+            now = done;
             if intended < self.measure_from {
                 continue;
             }

@@ -144,7 +144,9 @@ impl<E: Engine> CorePool<E> {
             if let Some(deadline) = cx.deadline() {
                 // Rounded up, so the server's deadline (its receive time plus this) is never
                 // before ours: our own timer fires first and the call ends as a timeout.
-                let left = deadline.saturating_duration_since(Instant::now());
+                // The turn's time is at most a turn behind the clock: `left` errs long, never
+                // short, which is the side this rounding wants.
+                let left = deadline.saturating_duration_since(ringrpc_engine::turn_now());
                 let ms = left.as_nanos().div_ceil(1_000_000).max(1);
                 h.set_int_kv_number(int::RPC_TIMEOUT, i64::try_from(ms).unwrap_or(i64::MAX));
             }

@@ -129,7 +129,9 @@ impl Future for Sleep {
         let deadline = self.deadline;
         match self.key {
             None => {
-                if Instant::now() >= deadline {
+                // The turn's time is never ahead of the clock: when it says the deadline passed,
+                // it did; otherwise the timer decides, on a fresh reading.
+                if crate::runtime::turn_now() >= deadline {
                     return Poll::Ready(());
                 }
                 let key = with_core(|c| c.timers.arm(deadline, cx.waker().clone()));
