@@ -163,8 +163,8 @@ mod tests {
             .with_persistent("b", "2");
         let mut h = TtHeader::new();
         m.write_request(&mut h);
-        assert_eq!(h.str_kv(b"RPC_TRANSIT_a").map(|v| &v[..]), Some(&b"1"[..]));
-        assert_eq!(h.str_kv(b"RPC_PERSIST_b").map(|v| &v[..]), Some(&b"2"[..]));
+        assert_eq!(h.str_kv(b"RPC_TRANSIT_a"), Some(&b"1"[..]));
+        assert_eq!(h.str_kv(b"RPC_PERSIST_b"), Some(&b"2"[..]));
         let back = Metainfo::read_request(&h);
         assert_eq!(back, m);
         assert_eq!(back.forward().transient("a"), None);
