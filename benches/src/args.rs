@@ -173,7 +173,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_count)]
     pub cores: usize,
     /// Serve through the governance pipeline: a server-wide QPS and concurrency limit far
-    /// above the load, a handler timeout, and a per-core call counter (as an ACL rule).
+    /// above the load, a handler timeout, and call metrics.
     #[arg(long)]
     pub governance: bool,
 }
@@ -208,7 +208,7 @@ pub struct LoadOptions {
     #[arg(long, value_name = "REQ_PER_SEC", value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Call through the client's governance pipeline (method and instance breakers, weighted
-    /// round-robin, a per-core call counter as an ACL rule). With `compare`, each engine runs
+    /// round-robin, call metrics). With `compare`, each engine runs
     /// twice, bare then governed (server with `--governance` too), to measure the overhead.
     #[arg(long)]
     pub governance: bool,

@@ -16,11 +16,10 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringrpc_client::governance::acl::AclRules;
 use ringrpc_client::governance::breaker::BreakerConfig;
+use ringrpc_client::governance::obs::{MetricsConfig, MetricsRegistry};
 use ringrpc_client::{
-    CallOptions, Client, ClientConfig, ClientContext, ClientError, ConnMode, LoadBalancerKind,
-    Protocol,
+    CallOptions, Client, ClientConfig, ClientError, ConnMode, LoadBalancerKind, Protocol,
 };
 use ringrpc_engine::baseline::Baseline;
 use ringrpc_engine::uring::{Uring, UringConfig};
@@ -306,23 +305,15 @@ impl GeneratorEngine for Baseline {
     }
 }
 
-thread_local! {
-    /// Calls counted by the governed client's counting rule on this core.
-    static COUNTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
 /// The client governance pipeline of `--governance`: breakers per method and per instance,
-/// weighted round-robin, and a per-core call counter (an ACL rule that admits everything) as
-/// the stand-in for metrics. The timeout is the RPC timeout, on in both runs.
+/// weighted round-robin, and call metrics (per-method counters and latency histogram). The
+/// timeout is the RPC timeout, on in both runs.
 fn governed(config: ClientConfig) -> ClientConfig {
     config
         .balancer(LoadBalancerKind::RoundRobin)
         .breaker(BreakerConfig::default())
         .instance_breaker(BreakerConfig::default())
-        .acl(AclRules::new().rule(|_: &ClientContext, _: &Bytes| {
-            COUNTED.with(|c| c.set(c.get() + 1));
-            Ok(())
-        }))
+        .metrics(MetricsRegistry::new(MetricsConfig::subsystem("client")))
 }
 
 fn sleep_until(t: Instant) {

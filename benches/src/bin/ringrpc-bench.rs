@@ -10,7 +10,6 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
 use ringrpc_benches::args::{Cli, Command, CompareArgs, EngineArg, LoadArgs, ServerArgs};
 use ringrpc_benches::echo::echo_service;
 use ringrpc_benches::histogram::LatencyHistogram;
@@ -18,9 +17,9 @@ use ringrpc_benches::load::{run_load, LoadOutcome, LoadPlan};
 use ringrpc_benches::plot::write_percentile_svg;
 use ringrpc_benches::procstat::allowed_cpus;
 use ringrpc_benches::report::{print_comparison, print_run, Report};
-use ringrpc_server::governance::acl::AclRules;
 use ringrpc_server::governance::limit::LimitConfig;
-use ringrpc_server::{CallContext, EngineKind, Server};
+use ringrpc_server::governance::obs::{MetricsConfig, MetricsRegistry};
+use ringrpc_server::{EngineKind, Server};
 
 /// What the `server` subcommand prints once it listens; `compare` waits for it.
 const READY_PREFIX: &str = "listening on ";
@@ -53,11 +52,6 @@ fn resolve(addr: &str) -> Result<SocketAddr, AnyError> {
         .ok_or_else(|| format!("{addr} resolves to no address").into())
 }
 
-thread_local! {
-    /// Calls counted by the governed server's counting rule on this core.
-    static COUNTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
 fn serve(a: &ServerArgs) -> Result<(), AnyError> {
     let mut builder = Server::builder()
         .addr(resolve(&a.addr)?)
@@ -74,10 +68,7 @@ fn serve(a: &ServerArgs) -> Result<(), AnyError> {
                 ..LimitConfig::default()
             })
             .handler_timeout(Duration::from_secs(5))
-            .acl(AclRules::new().rule(|_: &CallContext, _: &Bytes| {
-                COUNTED.with(|c| c.set(c.get() + 1));
-                Ok(())
-            }));
+            .metrics(MetricsRegistry::new(MetricsConfig::subsystem("server")));
     }
     let server = builder.start()?;
     let gov = if a.governance { " governance" } else { "" };
