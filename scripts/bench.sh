@@ -17,6 +17,9 @@ modes=${MODES:-"pool mux"}
 out=target/bench
 mkdir -p "$out" docs/plots
 cargo build --release -p ringrpc-benches --bin ringrpc-bench
+# The report names the commit built here, not whatever HEAD is when the runs end.
+export BENCH_COMMIT=$(git rev-parse --short HEAD)
+export BENCH_DIRTY=$(git status --porcelain --untracked-files=no)
 bench=target/release/ringrpc-bench
 rm -f "$out"/*.json
 
