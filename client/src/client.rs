@@ -1,8 +1,8 @@
 //! The `Client` handle and its typed calls.
 
+use rustc_hash::FxHashMap;
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -30,7 +30,7 @@ static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// Each client's pipeline on this core, by client id (built on first use).
-    static PIPELINES: RefCell<HashMap<u64, Rc<dyn Any>>> = RefCell::new(HashMap::new());
+    static PIPELINES: RefCell<FxHashMap<u64, Rc<dyn Any>>> = RefCell::new(FxHashMap::default());
 }
 
 /// A successful reply.

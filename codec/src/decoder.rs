@@ -170,7 +170,7 @@ fn buffered_message_len(buf: &LinkBuf, limit: usize) -> Result<usize, SkipStop> 
 }
 
 /// Decodes a whole TTHeader frame (LENGTH field included).
-fn decode_ttheader_frame(frame: Bytes, max_frame_size: usize) -> Result<Frame, CodecError> {
+fn decode_ttheader_frame(mut frame: Bytes, max_frame_size: usize) -> Result<Frame, CodecError> {
     let mut prefix = &frame[4..PREFIX_LEN];
     let _magic = prefix.get_u16();
     let flags = prefix.get_u16();
@@ -183,10 +183,13 @@ fn decode_ttheader_frame(frame: Bytes, max_frame_size: usize) -> Result<Frame, C
             frame_bytes,
         });
     }
-    let info = frame.slice(PREFIX_LEN..PREFIX_LEN + header_bytes);
+    // Split and advance rather than slice: each new handle on a received buffer is an atomic
+    // reference count increment (and a decrement when dropped), and this runs per request.
+    let mut info = frame.split_to(PREFIX_LEN + header_bytes);
+    info.advance(PREFIX_LEN);
     // The key-value index may take at most the frame limit in memory, like the frame itself.
     let header = TtHeader::decode_info_within(info, flags, seq_id, max_frame_size)?;
-    let payload = frame.slice(PREFIX_LEN + header_bytes..);
+    let mut payload = frame;
     let word = |at: usize| -> u32 {
         payload
             .get(at..at + 4)
@@ -218,12 +221,8 @@ fn decode_ttheader_frame(frame: Bytes, max_frame_size: usize) -> Result<Frame, C
             available,
         });
     }
-    decode_payload(
-        payload.slice(4..),
-        Framing::TtHeaderFramed,
-        protocol,
-        Some(header),
-    )
+    payload.advance(4);
+    decode_payload(payload, Framing::TtHeaderFramed, protocol, Some(header))
 }
 
 fn decode_payload(

@@ -533,3 +533,27 @@ fn trace_layer_records_a_span_per_call() {
     assert_eq!(failed["error"], "Timeout");
     assert!(!failed.contains_key("peer"));
 }
+
+/// A peer inventing method names cannot grow a core's metrics without bound: past
+/// `MAX_METHODS` names the rest count together under `OTHER_METHOD`, and none is lost.
+#[test]
+fn method_names_past_the_cap_share_one_entry() {
+    use ringrpc_governance::obs::{MAX_METHODS, OTHER_METHOD};
+    let metrics = CoreMetrics::new(&[0.01]);
+    let extra = 100;
+    for i in 0..MAX_METHODS + extra {
+        metrics
+            .method(&format!("m{i}"))
+            .record(Duration::from_micros(10), None);
+    }
+    metrics.method("m0").record(Duration::from_micros(10), None);
+    let snap = metrics.snapshot();
+    assert_eq!(snap.methods.len(), MAX_METHODS + 1);
+    assert_eq!(snap.methods[OTHER_METHOD].calls, extra as u64);
+    assert_eq!(
+        snap.methods["m0"].calls, 2,
+        "known names keep their own entry"
+    );
+    let total: u64 = snap.methods.values().map(|m| m.calls).sum();
+    assert_eq!(total, (MAX_METHODS + extra + 1) as u64);
+}

@@ -7,8 +7,8 @@
 mod mux;
 mod pooled;
 
+use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -34,8 +34,8 @@ pub(crate) use pooled::IdleConns;
 
 /// The connections of one core, by address.
 enum Conns<E: Engine> {
-    Mux(RefCell<HashMap<SocketAddr, Rc<MuxSlots<E>>>>),
-    Pooled(RefCell<HashMap<SocketAddr, Rc<IdleConns<E>>>>),
+    Mux(RefCell<FxHashMap<SocketAddr, Rc<MuxSlots<E>>>>),
+    Pooled(RefCell<FxHashMap<SocketAddr, Rc<IdleConns<E>>>>),
 }
 
 /// One client's state on one core.
@@ -57,8 +57,8 @@ pub(crate) struct CorePool<E: Engine> {
 impl<E: Engine> CorePool<E> {
     pub(crate) fn new(config: Arc<ClientConfig>) -> Self {
         let conns = match config.conn_mode {
-            ConnMode::Multiplexed { .. } => Conns::Mux(RefCell::new(HashMap::new())),
-            ConnMode::Pooled { .. } => Conns::Pooled(RefCell::new(HashMap::new())),
+            ConnMode::Multiplexed { .. } => Conns::Mux(RefCell::new(FxHashMap::default())),
+            ConnMode::Pooled { .. } => Conns::Pooled(RefCell::new(FxHashMap::default())),
         };
         Self {
             metrics: config.metrics.as_ref().map(|r| r.core_metrics()),

@@ -6,8 +6,8 @@
 //! the next call. A reply carrying `crrst` (or Kitex's seq-0 control frame) retires the
 //! connection: no new calls go to it, the calls already on it still get their replies.
 
+use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ type Pending = oneshot::Sender<Result<Frame, ClientError>>;
 /// One multiplexed connection.
 pub(crate) struct MuxConn {
     outbox: Outbox,
-    pending: RefCell<HashMap<i32, Pending>>,
+    pending: RefCell<FxHashMap<i32, Pending>>,
     /// The reader stopped: the connection is dead.
     closed: Cell<bool>,
     /// The server asked us to stop using it (`crrst`).
@@ -129,7 +129,7 @@ impl<E: Engine> MuxSlots<E> {
             let conn = Rc::new(MuxConn {
                 _counted: counted,
                 outbox: Outbox::spawn_with_timeout::<E, _>(writer, pool.config.read_write_timeout),
-                pending: RefCell::new(HashMap::new()),
+                pending: RefCell::new(FxHashMap::default()),
                 closed: Cell::new(false),
                 retired: Cell::new(false),
             });

@@ -4,8 +4,8 @@
 //! the instance it went to; the balancer asks [`InstanceBreakers::is_available`] before picking,
 //! so a tripped instance gets no traffic until its cool-down passes, and then only probes.
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::{Breaker, BreakerConfig, BreakerError, BreakerState, Outcome, Ticket};
@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 pub struct InstanceBreakers<C = SystemClock> {
     config: BreakerConfig,
     clock: C,
-    map: RefCell<HashMap<SocketAddr, Breaker>>,
+    map: RefCell<FxHashMap<SocketAddr, Breaker>>,
 }
 
 impl InstanceBreakers {
@@ -32,7 +32,7 @@ impl<C: Clock> InstanceBreakers<C> {
         Self {
             config,
             clock,
-            map: RefCell::new(HashMap::new()),
+            map: RefCell::new(FxHashMap::default()),
         }
     }
 

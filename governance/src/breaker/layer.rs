@@ -1,7 +1,7 @@
 //! The breaker layers: per method around the whole call, per instance around the transport.
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -120,7 +120,7 @@ impl<S, C, P> Layer<S> for BreakerLayer<C, P> {
             config: self.config,
             clock: self.clock,
             policy: self.policy,
-            breakers: RefCell::new(HashMap::new()),
+            breakers: RefCell::new(FxHashMap::default()),
         }
     }
 }
@@ -132,7 +132,7 @@ pub struct BreakerService<S, C, P> {
     config: BreakerConfig,
     clock: C,
     policy: P,
-    breakers: RefCell<HashMap<String, Rc<Breaker>>>,
+    breakers: RefCell<FxHashMap<String, Rc<Breaker>>>,
 }
 
 impl<S, C: Clock, P> BreakerService<S, C, P> {

@@ -8,7 +8,9 @@
 //! ([`MetricsRegistry::publish`]), or from any other source ([`MetricsRegistry::add_source`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::future::Future;
 use std::rc::Rc;
@@ -34,7 +36,7 @@ pub const CANCELLED: &str = "cancelled";
 #[derive(Debug)]
 pub struct MethodMetrics {
     calls: Cell<u64>,
-    errors: RefCell<HashMap<&'static str, u64>>,
+    errors: RefCell<FxHashMap<&'static str, u64>>,
     /// Upper bounds of the buckets, in nanoseconds.
     bounds_ns: Rc<[u64]>,
     /// Calls per bucket (not cumulative); the last is `+Inf`.
@@ -47,7 +49,7 @@ impl MethodMetrics {
         let buckets = (0..=bounds_ns.len()).map(|_| Cell::new(0)).collect();
         Self {
             calls: Cell::new(0),
-            errors: RefCell::new(HashMap::new()),
+            errors: RefCell::new(FxHashMap::default()),
             bounds_ns,
             buckets,
             sum_ns: Cell::new(0),
@@ -96,13 +98,19 @@ impl MethodMetrics {
     }
 }
 
+/// Distinct method names one core keeps metrics for; later names count under [`OTHER_METHOD`].
+pub const MAX_METHODS: usize = 256;
+
+/// The method label shared by the names past [`MAX_METHODS`].
+pub const OTHER_METHOD: &str = "_other";
+
 /// The call metrics of one core. Not `Send`: build one per core with
 /// [`MetricsRegistry::core_metrics`].
 #[derive(Debug)]
 pub struct CoreMetrics {
     bounds: Arc<[f64]>,
     bounds_ns: Rc<[u64]>,
-    methods: RefCell<HashMap<String, Rc<MethodMetrics>>>,
+    methods: RefCell<FxHashMap<String, Rc<MethodMetrics>>>,
     in_flight: Cell<i64>,
     connections: Cell<i64>,
 }
@@ -122,21 +130,29 @@ impl CoreMetrics {
         Self {
             bounds: bounds.into(),
             bounds_ns: bounds_ns.into(),
-            methods: RefCell::new(HashMap::new()),
+            methods: RefCell::new(FxHashMap::default()),
             in_flight: Cell::new(0),
             connections: Cell::new(0),
         }
     }
 
-    /// The counters of `method`, created on first use.
+    /// The counters of `method`, created on first use. Past [`MAX_METHODS`] distinct names
+    /// (a server records the names callers send, known or not) the rest share the
+    /// [`OTHER_METHOD`] entry, so a peer inventing names cannot grow the map without bound.
     pub fn method(&self, method: &str) -> Rc<MethodMetrics> {
         if let Some(m) = self.methods.borrow().get(method) {
             return m.clone();
         }
+        let name = if self.methods.borrow().len() >= MAX_METHODS {
+            if let Some(m) = self.methods.borrow().get(OTHER_METHOD) {
+                return m.clone();
+            }
+            OTHER_METHOD
+        } else {
+            method
+        };
         let m = Rc::new(MethodMetrics::new(self.bounds_ns.clone()));
-        self.methods
-            .borrow_mut()
-            .insert(method.to_owned(), m.clone());
+        self.methods.borrow_mut().insert(name.to_owned(), m.clone());
         m
     }
 
@@ -334,7 +350,7 @@ pub type SnapshotSource = Arc<dyn Fn() -> Vec<MetricsSnapshot> + Send + Sync>;
 
 thread_local! {
     /// This thread's (core's) metrics, per registry id.
-    static CORE_METRICS: RefCell<HashMap<u64, Rc<CoreMetrics>>> = RefCell::new(HashMap::new());
+    static CORE_METRICS: RefCell<FxHashMap<u64, Rc<CoreMetrics>>> = RefCell::new(FxHashMap::default());
 }
 
 thread_local! {
@@ -727,7 +743,8 @@ where
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
         let mut rec = Recording {
             method: self.metrics.method(cx.method()),
-            start: Instant::now(),
+            // From the start of the call's loop turn (see `ObsLayer`): one clock read per call.
+            start: ringrpc_engine::turn_now(),
             done: false,
             _in_flight: self.metrics.in_flight_guard(),
         };

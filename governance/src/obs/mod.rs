@@ -36,7 +36,8 @@ pub mod trace;
 pub use http::MetricsServer;
 pub use metrics::{
     CoreMetrics, ErrorKind, HistogramSnapshot, MethodSnapshot, Metrics, MetricsConfig,
-    MetricsLayer, MetricsRegistry, MetricsSnapshot, OneKind, DEFAULT_BUCKETS,
+    MetricsLayer, MetricsRegistry, MetricsSnapshot, OneKind, DEFAULT_BUCKETS, MAX_METHODS,
+    OTHER_METHOD,
 };
 pub use stage::{NoTracer, ObsLayer, Observed};
 pub use trace::{
