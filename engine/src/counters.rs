@@ -12,6 +12,7 @@ pub struct Counters {
     completions: AtomicU64,
     enters: AtomicU64,
     buf_ring_misses: AtomicU64,
+    buf_copies: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     accepted: AtomicU64,
@@ -43,6 +44,11 @@ impl Counters {
     pub fn add_buf_ring_miss(&self) {
         bump(&self.buf_ring_misses, 1);
     }
+    /// Counts one receive copied out of the buffer ring because the ring ran low.
+    #[inline]
+    pub fn add_buf_copy(&self) {
+        bump(&self.buf_copies, 1);
+    }
     /// Adds received bytes.
     #[inline]
     pub fn add_received(&self, n: u64) {
@@ -66,6 +72,7 @@ impl Counters {
             completions: self.completions.load(Ordering::Relaxed),
             enters: self.enters.load(Ordering::Relaxed),
             buf_ring_misses: self.buf_ring_misses.load(Ordering::Relaxed),
+            buf_copies: self.buf_copies.load(Ordering::Relaxed),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
@@ -84,6 +91,8 @@ pub struct CounterSnapshot {
     pub enters: u64,
     /// Receives that found the buffer ring empty.
     pub buf_ring_misses: u64,
+    /// Receives copied out of the buffer ring because it ran low.
+    pub buf_copies: u64,
     /// Bytes received.
     pub bytes_received: u64,
     /// Bytes sent.

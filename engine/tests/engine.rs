@@ -95,11 +95,14 @@ fn thousand_connections_small_ring_uring() {
     let (done, misses) = run_uring(cfg, 1, || async {
         let n = many_connections::<Uring>().await;
         let h = current_runtime().unwrap();
-        (n, h.counters(CoreId(0)).unwrap().buf_ring_misses)
+        let c = h.counters(CoreId(0)).unwrap();
+        (n, (c.buf_ring_misses, c.buf_copies))
     });
+    let (misses, copies) = misses;
     assert_eq!(done, 1000);
     assert!(misses > 0, "64 buffers for 2,000 sockets should run dry");
-    eprintln!("buf_ring_misses: {misses}");
+    assert!(copies > 0, "a ring that low copies receives out");
+    eprintln!("buf_ring_misses: {misses}, buf_copies: {copies}");
 }
 
 #[test]

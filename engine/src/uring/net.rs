@@ -297,7 +297,15 @@ impl UringReader {
                     let n = n.unsigned_abs();
                     with_core(|c| c.counters().add_received(u64::from(n)));
                     let bytes = if let Some(bid) = cqe.buffer() {
-                        with_core(|c| c.bufs.as_ref().expect("buffer ring").take(bid, n))
+                        with_core(|c| {
+                            let pool = c.bufs.as_ref().expect("buffer ring");
+                            if pool.is_low() {
+                                c.counters().add_buf_copy();
+                                pool.copy_out(bid, n)
+                            } else {
+                                pool.take(bid, n)
+                            }
+                        })
                     } else if let Some(mut b) = fallback_buf {
                         // SAFETY: the kernel initialized the first `n` bytes of the buffer.
                         unsafe { b.buf.set_len(n as usize) };

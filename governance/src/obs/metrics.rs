@@ -593,7 +593,7 @@ impl MetricsRegistry {
             return Vec::new();
         }
         type Field = fn(&ringrpc_engine::CounterSnapshot) -> u64;
-        let fields: [(&str, &str, Field); 7] = [
+        let fields: [(&str, &str, Field); 8] = [
             ("submissions", "I/O operations submitted.", |c| {
                 c.submissions
             }),
@@ -605,6 +605,11 @@ impl MetricsRegistry {
                 "buf_ring_misses",
                 "Receives that found the buffer ring empty.",
                 |c| c.buf_ring_misses,
+            ),
+            (
+                "buf_copies",
+                "Receives copied out of the buffer ring because it ran low.",
+                |c| c.buf_copies,
             ),
             ("received_bytes", "Bytes received.", |c| c.bytes_received),
             ("sent_bytes", "Bytes sent.", |c| c.bytes_sent),
