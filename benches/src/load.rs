@@ -9,7 +9,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
@@ -22,8 +21,8 @@ use ringrpc_client::{
     CallOptions, Client, ClientConfig, ClientError, ConnMode, LoadBalancerKind, Protocol,
 };
 use ringrpc_engine::baseline::Baseline;
-use ringrpc_engine::uring::{Uring, UringConfig};
-use ringrpc_engine::{CoreId, Engine, EngineError, Runtime, RuntimeConfig};
+use ringrpc_engine::uring::Uring;
+use ringrpc_engine::{Engine, EngineError, RuntimeConfig};
 
 use crate::args::{ConnModeArg, LoadOptions, ProtocolArg};
 use crate::echo::{reply_matches, request_body, PROTOBUF_METHOD, THRIFT_METHOD, THRIFT_SERVICE};
@@ -123,7 +122,7 @@ pub fn run_load(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
 /// `baseline` is there to check that a result does not come from the generator's engine.
 pub const CLIENT_ENGINE_VAR: &str = "RINGRPC_BENCH_CLIENT_ENGINE";
 
-fn run_load_on<E: GeneratorEngine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
+fn run_load_on<E: Engine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadError> {
     let o = plan.options.clone();
     let protobuf = o.protocol == ProtocolArg::KitexProtobuf;
     let conn_mode = match o.conn_mode {
@@ -159,13 +158,14 @@ fn run_load_on<E: GeneratorEngine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadE
         .transpose()
         .expect("rate validated by the argument parser");
     let (tx, rx) = mpsc::channel::<CoreResult>();
-    let runtime = E::launch_generator(
+    let runtime = E::launch(
         RuntimeConfig {
             cores,
             pin: plan.pin.clone(),
             name: "ringrpc-load".into(),
+            // The io_uring client polls; the baseline's tokio sleeps in epoll_wait at once.
+            busy_poll: o.busy_poll,
         },
-        o.busy_poll,
         {
             let counters = counters.clone();
             move |core| {
@@ -257,52 +257,6 @@ fn run_load_on<E: GeneratorEngine>(plan: &LoadPlan) -> Result<LoadOutcome, LoadE
         errors_by_kind,
     };
     Ok(LoadOutcome { report, histogram })
-}
-
-/// How the generator starts its runtime on each engine.
-trait GeneratorEngine: Engine {
-    /// [`Engine::launch`], polling for `busy_poll` before each sleep where the engine can.
-    fn launch_generator<F, Fut>(
-        config: RuntimeConfig,
-        busy_poll: Duration,
-        init: F,
-    ) -> Result<Runtime, EngineError>
-    where
-        F: Fn(CoreId) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + 'static;
-}
-
-impl GeneratorEngine for Uring {
-    fn launch_generator<F, Fut>(
-        config: RuntimeConfig,
-        busy_poll: Duration,
-        init: F,
-    ) -> Result<Runtime, EngineError>
-    where
-        F: Fn(CoreId) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + 'static,
-    {
-        let uring = UringConfig {
-            busy_poll,
-            ..UringConfig::default()
-        };
-        Self::launch_with(config, uring, init)
-    }
-}
-
-impl GeneratorEngine for Baseline {
-    /// Tokio has no polling phase: the baseline generator sleeps in `epoll_wait` at once.
-    fn launch_generator<F, Fut>(
-        config: RuntimeConfig,
-        _busy_poll: Duration,
-        init: F,
-    ) -> Result<Runtime, EngineError>
-    where
-        F: Fn(CoreId) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + 'static,
-    {
-        Self::launch(config, init)
-    }
 }
 
 /// The client governance pipeline of `--governance`: breakers per method and per instance,

@@ -38,6 +38,13 @@ pub struct RuntimeConfig {
     pub pin: Option<Vec<usize>>,
     /// Thread name prefix; threads are called `{name}-{core}`. Default `"ringrpc"`.
     pub name: String,
+    /// How long an idle io_uring core keeps polling its ring (non-blocking enters) before it
+    /// sleeps in the kernel; zero sleeps at once. A few tens of microseconds take the sleep and
+    /// wake-up off a ping-pong call's latency (on a VM about half of a lone call's server CPU is
+    /// the wake-up) at the price of up to that much CPU per idle period. The baseline engine
+    /// (tokio) has no polling phase and ignores it. Default: `RINGRPC_URING_BUSY_POLL_US` from
+    /// the environment, in microseconds, else zero.
+    pub busy_poll: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -46,6 +53,12 @@ impl Default for RuntimeConfig {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin: None,
             name: "ringrpc".to_owned(),
+            busy_poll: Duration::from_micros(
+                std::env::var("RINGRPC_URING_BUSY_POLL_US")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0),
+            ),
         }
     }
 }

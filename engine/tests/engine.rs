@@ -599,28 +599,32 @@ fn outbox_writes_each_message_on_baseline() {
 /// next deadline), and answers wake-ups from another thread.
 #[test]
 fn busy_poll_uring() {
-    let cfg = UringConfig {
+    let config = RuntimeConfig {
         busy_poll: Duration::from_millis(2),
-        ..UringConfig::default()
+        ..RuntimeConfig::with_cores(1)
     };
-    let (elapsed, woken) = run_uring(cfg, 1, || async {
-        let addr = start_echo::<Uring>();
-        for (i, &len) in SIZES.iter().take(5).enumerate() {
-            echo_check::<Uring>(addr, i as u64, len, 1000).await;
-        }
-        let t = Instant::now();
-        Uring::sleep(Duration::from_micros(500)).await;
-        let elapsed = t.elapsed();
-        let signal = Signal::default();
-        let remote = signal.clone();
-        let t = Instant::now();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            remote.fire();
-        });
-        signal.wait().await;
-        (elapsed, t.elapsed())
-    });
+    let (elapsed, woken) = run_with(
+        move |_, i| Uring::launch(config, i),
+        1,
+        || async {
+            let addr = start_echo::<Uring>();
+            for (i, &len) in SIZES.iter().take(5).enumerate() {
+                echo_check::<Uring>(addr, i as u64, len, 1000).await;
+            }
+            let t = Instant::now();
+            Uring::sleep(Duration::from_micros(500)).await;
+            let elapsed = t.elapsed();
+            let signal = Signal::default();
+            let remote = signal.clone();
+            let t = Instant::now();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                remote.fire();
+            });
+            signal.wait().await;
+            (elapsed, t.elapsed())
+        },
+    );
     assert!(elapsed >= Duration::from_micros(500));
     assert!(elapsed < Duration::from_millis(50), "{elapsed:?}");
     assert!(woken >= Duration::from_millis(20));

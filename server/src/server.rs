@@ -422,6 +422,7 @@ fn start_on<E: Engine>(
         cores: config.cores,
         pin: config.pin.clone(),
         name: format!("ringrpc-{}", E::NAME),
+        ..RuntimeConfig::default()
     };
     // One set of server-wide limits; each core takes its limiter from it in `accept_loop`.
     let global = config

@@ -98,6 +98,20 @@ fn calling<E: Engine>(client: Client<E>, report: Arc<Report>) -> ringrpc_engine:
     .expect("client runtime")
 }
 
+/// `n` echo calls through `client`, each expected to succeed.
+async fn echo_calls<E: Engine>(client: &Client<E>, n: usize) {
+    for _ in 0..n {
+        client
+            .call_thrift::<_, SuccessResult<Response>>(
+                "Echo",
+                &req("echo", "x"),
+                CallOptions::default(),
+            )
+            .await
+            .expect("call");
+    }
+}
+
 fn wait_until(what: &str, within: Duration, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + within;
     while !cond() {
@@ -197,16 +211,7 @@ fn static_resolver_feeds_the_balancer<E: TestEngine>() {
         .expect("watch starts");
     let (tx, rx) = mpsc::channel();
     let listed = on_core::<E, _, _>(Duration::from_secs(10), move || async move {
-        for _ in 0..100 {
-            client
-                .call_thrift::<_, SuccessResult<Response>>(
-                    "Echo",
-                    &req("echo", "x"),
-                    CallOptions::default(),
-                )
-                .await
-                .expect("call");
-        }
+        echo_calls(&client, 100).await;
         let _ = tx.send(());
         client.instances_on_this_core().unwrap().len()
     });
@@ -257,16 +262,7 @@ fn a_server_registered_the_kitex_way_is_resolved_and_called<E: TestEngine>() {
         Client::<E>::try_new(ClientConfig::default().resolver(Arc::new(resolver), "echo.kitex"))
             .expect("watch starts");
     let served = on_core::<E, _, _>(Duration::from_secs(10), move || async move {
-        for _ in 0..10 {
-            client
-                .call_thrift::<_, SuccessResult<Response>>(
-                    "Echo",
-                    &req("echo", "x"),
-                    CallOptions::default(),
-                )
-                .await
-                .expect("call");
-        }
+        echo_calls(&client, 10).await;
         client.instances_on_this_core().unwrap()
     });
     assert_eq!(served, vec![Instance::new(addr, 10)]);

@@ -71,12 +71,6 @@ pub struct UringConfig {
     /// Forces the fallback path: plain ring flags, single-shot accept, and single-shot receive
     /// into a per-operation buffer (no buffer ring). Default: `RINGRPC_URING_FALLBACK=1`.
     pub fallback: bool,
-    /// How long an idle core keeps polling its ring (non-blocking enters) before it sleeps in
-    /// the kernel. Zero (the default) sleeps at once. A few tens of microseconds take the
-    /// sleep and wake-up off a ping-pong call's latency (about half of a lone call's server CPU
-    /// on a VM is the wake-up) at the price of that much CPU per idle period. Default:
-    /// `RINGRPC_URING_BUSY_POLL_US` from the environment, in microseconds.
-    pub busy_poll: Duration,
 }
 
 impl Default for UringConfig {
@@ -94,12 +88,6 @@ impl Default for UringConfig {
             buffers,
             buffer_size,
             fallback: ring::fallback_forced_by_env(),
-            busy_poll: Duration::from_micros(
-                std::env::var("RINGRPC_URING_BUSY_POLL_US")
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0),
-            ),
         }
     }
 }
@@ -125,9 +113,10 @@ impl Uring {
         let (tx, rx) = mpsc::channel::<io::Result<()>>();
         let tx = parking_lot::Mutex::new(tx);
         let cores = config.cores;
+        let busy_poll = config.busy_poll;
         let rt = Runtime::start(&config, <Self as Engine>::NAME, move |id, shared| {
             let tx = tx.lock().clone();
-            run_core(id, shared, &uring, &init, tx);
+            run_core(id, shared, &uring, busy_poll, &init, tx);
         })?;
         for _ in 0..cores {
             match rx.recv() {
@@ -219,12 +208,17 @@ pub(crate) struct Core {
     wake_buf: Box<UnsafeCell<u64>>,
     scratch: RefCell<Vec<(u64, i32, u32)>>,
     exiting: Cell<bool>,
-    /// [`UringConfig::busy_poll`].
+    /// [`RuntimeConfig::busy_poll`].
     busy_poll: Duration,
 }
 
 impl Core {
-    fn new(id: CoreId, shared: Arc<RuntimeShared>, cfg: &UringConfig) -> io::Result<Self> {
+    fn new(
+        id: CoreId,
+        shared: Arc<RuntimeShared>,
+        cfg: &UringConfig,
+        busy_poll: Duration,
+    ) -> io::Result<Self> {
         let ring = Ring::new(cfg.fallback)?;
         let remote = Remote::new()?;
         let multishot = ring.features().multishot;
@@ -267,7 +261,7 @@ impl Core {
             wake_buf: Box::new(UnsafeCell::new(0)),
             scratch: RefCell::new(Vec::with_capacity(CQE_BUDGET)),
             exiting: Cell::new(false),
-            busy_poll: cfg.busy_poll,
+            busy_poll,
         })
     }
 
@@ -363,13 +357,14 @@ fn run_core<F, Fut>(
     id: CoreId,
     shared: Arc<RuntimeShared>,
     cfg: &UringConfig,
+    busy_poll: Duration,
     init: &F,
     ready: mpsc::Sender<io::Result<()>>,
 ) where
     F: Fn(CoreId) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
-    let core = match Core::new(id, shared.clone(), cfg) {
+    let core = match Core::new(id, shared.clone(), cfg, busy_poll) {
         Ok(c) => Rc::new(c),
         Err(e) => {
             tracing::error!(%id, error = %e, "io_uring core failed to start");
