@@ -47,6 +47,17 @@ pub struct RuntimeConfig {
     pub busy_poll: Duration,
 }
 
+/// A default taken from the environment: variable `name` parsed as `T`; `None` when it is unset
+/// or does not parse.
+pub(crate) fn env_setting<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// Whether environment variable `name` is set to `1`.
+pub(crate) fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
@@ -54,10 +65,7 @@ impl Default for RuntimeConfig {
             pin: None,
             name: "ringrpc".to_owned(),
             busy_poll: Duration::from_micros(
-                std::env::var("RINGRPC_URING_BUSY_POLL_US")
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0),
+                env_setting("RINGRPC_URING_BUSY_POLL_US").unwrap_or(0),
             ),
         }
     }

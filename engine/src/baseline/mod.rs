@@ -114,7 +114,7 @@ impl Engine for Baseline {
 
     fn batches_sends() -> bool {
         static BATCHED: OnceLock<bool> = OnceLock::new();
-        *BATCHED.get_or_init(|| std::env::var_os(BATCH_SENDS_VAR).is_some_and(|v| v == "1"))
+        *BATCHED.get_or_init(|| crate::runtime::env_flag(BATCH_SENDS_VAR))
     }
 
     fn sleep_until(deadline: Instant) -> Self::Sleep {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::opcode;
 
-use crate::runtime::{RunState, RuntimeShared};
+use crate::runtime::{env_setting, RunState, RuntimeShared};
 use crate::{CoreId, Counters, Engine, EngineError, Runtime, RuntimeConfig};
 
 use buf_ring::BufPool;
@@ -75,13 +75,8 @@ pub struct UringConfig {
 
 impl Default for UringConfig {
     fn default() -> Self {
-        let buffers = std::env::var("RINGRPC_URING_BUFS")
-            .ok()
-            .and_then(|v| v.parse::<u16>().ok())
-            .unwrap_or(DEFAULT_BUFFERS);
-        let buffer_size = std::env::var("RINGRPC_URING_BUF_SIZE")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
+        let buffers = env_setting("RINGRPC_URING_BUFS").unwrap_or(DEFAULT_BUFFERS);
+        let buffer_size = env_setting("RINGRPC_URING_BUF_SIZE")
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_BUFFER_SIZE);
         Self {

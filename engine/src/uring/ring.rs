@@ -52,7 +52,7 @@ static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Whether the fallback path is forced by `RINGRPC_URING_FALLBACK=1`.
 pub(crate) fn fallback_forced_by_env() -> bool {
-    std::env::var("RINGRPC_URING_FALLBACK").is_ok_and(|v| v == "1")
+    crate::runtime::env_flag("RINGRPC_URING_FALLBACK")
 }
 
 /// `struct io_uring_getevents_arg` (EXT_ARG enter argument).
