@@ -120,15 +120,8 @@ impl<E: Engine> CorePool<E> {
             seq,
         );
         if framing.has_ttheader() {
-            let name_len = |n: &Option<Bytes>| n.as_ref().map_or(0, Bytes::len);
-            let mut h = TtHeader::with_capacity(
-                6,
-                head.method.len()
-                    + 2 * name_len(&self.service_name)
-                    + skeys::IDL_SERVICE_NAME.len()
-                    + name_len(&self.caller_name)
-                    + 8,
-            );
+            // Room for the usual keys and names; the store grows if the names are longer.
+            let mut h = TtHeader::with_capacity(6, 128);
             if mux {
                 h.flags = FLAG_SUPPORT_OUT_OF_ORDER;
             }
