@@ -3,8 +3,8 @@
 //! Outermost first (docs/governance.md):
 //!
 //! ```text
-//! Obs? (span, tracer, metrics) ─▶ Fallback? ─▶ Timeout ─▶ Acl? ─▶ Breaker? (per method) ─▶ Backup? ─▶ Retry? ─▶ Balance
-//!   ─▶ InstanceBreaker? ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
+//! Obs? (span, tracer) ─▶ [Metrics?] ─▶ Fallback? ─▶ Timeout ─▶ [Acl?, Breaker? (per method)] ─▶ Backup? ─▶ Retry?
+//!   ─▶ Balance ─▶ [InstanceBreaker?] ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
 //! ```
 //!
 //! `Timeout` holds the call's deadline (the RPC timeout) over every attempt; a method whose
@@ -13,6 +13,8 @@
 //!
 //! Stages marked `?` are absent (not merely idle) when not configured; a configured stage's
 //! future is boxed (see `Maybe`), so stages that are off cost neither time nor future size.
+//! Those in brackets are synchronous hooks (`CallHook`) sharing one stage: no future and no
+//! allocation of their own, and an unconfigured hook costs a branch.
 //! Backup and retry, when on, cost one per-method lookup for methods they do not cover. Every
 //! stage keeps its state on the core (breakers, balancer counters, retry budget), so no lock
 //! is taken.
@@ -26,21 +28,21 @@ use bytes::Bytes;
 use ringrpc_codec::keys::str as skeys;
 use ringrpc_codec::{parse_int_value, MessageType, TtHeader};
 use ringrpc_engine::Engine;
-use ringrpc_governance::acl::{Acl, AclLayer};
+use ringrpc_governance::acl::AclRules;
 use ringrpc_governance::balance::{
     hash_key, Balance, BalanceError, BalanceLayer, ConsistentHash, Instance, LoadBalancer, PickKey,
     Picked, PowerOfTwo, WeightedRandom, WeightedRoundRobin,
 };
 use ringrpc_governance::breaker::{
-    BreakerLayer, BreakerService, BreakerState, InstanceBreakerLayer, InstanceBreakerService,
-    InstanceBreakers,
+    BreakerLayer, BreakerState, InstanceBreakerHook, InstanceBreakerLayer, InstanceBreakers,
+    MethodBreakers,
 };
 use ringrpc_governance::clock::{SystemClock, TurnClock};
 use ringrpc_governance::fallback::{Fallback, FallbackLayer};
-use ringrpc_governance::obs::{ObsLayer, Observed, Tracer};
+use ringrpc_governance::obs::{MetricsHook, MetricsLayer, ObsLayer, Observed, Tracer};
 use ringrpc_governance::retry::{Backup, BackupLayer, Retry, RetryBudget, RetryLayer};
 use ringrpc_governance::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
-use ringrpc_governance::{Backward, CallDeadline, Layer, Maybe, Service};
+use ringrpc_governance::{Backward, CallDeadline, Hooked, Layer, Maybe, Service};
 
 use crate::config::{ErrorFilter, HashKeyFn, LoadBalancerKind};
 use crate::error::BizError;
@@ -210,21 +212,26 @@ fn instance_failure(e: &ClientError) -> bool {
 }
 
 type Transport<E> = Decode<Rc<CorePool<E>>>;
-type WithInstance<E> = Maybe<InstanceBreakerService<Transport<E>, TurnClock, FailFn>, Transport<E>>;
+type WithInstance<E> = Hooked<Transport<E>, Option<InstanceBreakerHook<TurnClock, FailFn>>>;
 type Balanced<E> = Balance<WithInstance<E>, Rc<AnyBalancer>, CallKey>;
 type Retried<E> = Maybe<Retry<Balanced<E>, E, ErrorFilter, SystemClock>, Balanced<E>>;
 type Backed<E> = Maybe<Backup<Retried<E>, E, SystemClock>, Retried<E>>;
-type Broken<E> = Maybe<BreakerService<Backed<E>, TurnClock, FailFn>, Backed<E>>;
-type Guarded<E> = Maybe<Acl<Broken<E>, ClientContext, Bytes>, Broken<E>>;
+/// ACL rules, then the method's breaker.
+type AdmitHooks = (
+    Option<AclRules<ClientContext, Bytes>>,
+    Option<MethodBreakers<TurnClock, FailFn>>,
+);
+type Guarded<E> = Hooked<Backed<E>, AdmitHooks>;
 type Timed<E> = Timeout<Guarded<E>, E>;
 type FallbackBox = Box<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError>>;
 
 type Fallen<E> = Maybe<Fallback<Timed<E>, FallbackBox>, Timed<E>>;
 type KindFn = fn(&ClientError) -> &'static str;
+type Metered<E> = Hooked<Fallen<E>, Option<MetricsHook<KindFn>>>;
 type SharedTracer = std::sync::Arc<dyn Tracer<ClientContext> + Send + Sync>;
 
 /// The whole pipeline of one core.
-pub(crate) type Pipeline<E> = Maybe<Observed<Fallen<E>, SharedTracer, KindFn>, Fallen<E>>;
+pub(crate) type Pipeline<E> = Maybe<Observed<Metered<E>, SharedTracer>, Metered<E>>;
 
 /// One client's governance state on one core.
 pub(crate) struct CoreClient<E: Engine> {
@@ -242,14 +249,14 @@ impl<E: Engine> CoreClient<E> {
         let instance_breakers = config
             .instance_breaker
             .map(|c| Rc::new(InstanceBreakers::with_clock(c, TurnClock)));
-        let svc: WithInstance<E> = match &instance_breakers {
-            Some(b) => Maybe::On(
+        let svc: WithInstance<E> = Hooked::new(
+            transport,
+            instance_breakers.as_ref().map(|b| {
                 InstanceBreakerLayer::new(b.clone())
                     .failure_policy(instance_failure as FailFn)
-                    .layer(transport),
-            ),
-            None => Maybe::Off(transport),
-        };
+                    .into_hook()
+            }),
+        );
         let balancer = Rc::new(AnyBalancer::new(
             config.balancer,
             config.effective_instances(),
@@ -285,20 +292,14 @@ impl<E: Engine> CoreClient<E> {
                     .layer(svc),
             )
         };
-        let svc: Broken<E> = match config.breaker {
-            Some(c) => Maybe::On(
-                BreakerLayer::new(c)
-                    .clock(TurnClock)
-                    .failure_policy(method_failure as FailFn)
-                    .layer(svc),
-            ),
-            None => Maybe::Off(svc),
-        };
-        let svc: Guarded<E> = if config.acl.is_empty() {
-            Maybe::Off(svc)
-        } else {
-            Maybe::On(AclLayer::new(config.acl.clone()).layer(svc))
-        };
+        let acl = (!config.acl.is_empty()).then(|| config.acl.clone());
+        let breakers = config.breaker.map(|c| {
+            BreakerLayer::new(c)
+                .clock(TurnClock)
+                .failure_policy(method_failure as FailFn)
+                .into_hook()
+        });
+        let svc: Guarded<E> = Hooked::new(svc, (acl, breakers));
         // The deadline is set per call in the context; the layer enforces it.
         let svc: Timed<E> = TimeoutLayer::<E>::new(TimeoutConfig { timeout: None }).layer(svc);
         let pipeline = match &config.fallback {
@@ -309,24 +310,24 @@ impl<E: Engine> CoreClient<E> {
             }
             None => Maybe::Off(svc),
         };
-        // Observability outermost: trace span, tracer hooks, metrics (one stage).
-        let pipeline: Pipeline<E> =
-            if config.metrics.is_some() || config.tracer.is_some() || config.tracing {
-                let metrics = config.metrics.as_ref().map(|registry| {
-                    registry.attach_current_runtime();
-                    registry.core_metrics()
-                });
-                Maybe::On(
-                    ObsLayer::new("client")
-                        .span(config.tracing)
-                        .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
-                        .metrics(metrics)
-                        .error_kind(ClientError::kind as KindFn)
-                        .layer(pipeline),
-                )
-            } else {
-                Maybe::Off(pipeline)
-            };
+        // Observability outermost: trace span and tracer hooks, then metrics.
+        let metrics = config.metrics.as_ref().map(|registry| {
+            registry.attach_current_runtime();
+            MetricsLayer::new(registry.core_metrics())
+                .error_kind(ClientError::kind as KindFn)
+                .into_hook()
+        });
+        let pipeline: Metered<E> = Hooked::new(pipeline, metrics);
+        let pipeline: Pipeline<E> = if config.tracer.is_some() || config.tracing {
+            Maybe::On(
+                ObsLayer::new("client")
+                    .span(config.tracing)
+                    .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
+                    .layer(pipeline),
+            )
+        } else {
+            Maybe::Off(pipeline)
+        };
         Self {
             pipeline,
             balancer,

@@ -23,6 +23,7 @@ pub mod clock;
 mod context;
 pub mod discovery;
 pub mod fallback;
+pub mod hook;
 pub mod limit;
 pub mod metainfo;
 pub mod obs;
@@ -32,6 +33,7 @@ pub mod timeout;
 
 pub use balance::CallTarget;
 pub use context::CallDeadline;
+pub use hook::{CallHook, HookLayer, Hooked};
 pub use metainfo::{Backward, Metainfo};
 pub use retry::CallMethod;
 pub use service::{

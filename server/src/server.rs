@@ -13,17 +13,17 @@ use ringrpc_engine::baseline::Baseline;
 use ringrpc_engine::local::Notify;
 use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{CoreId, Engine, Listener, Runtime, RuntimeConfig, RuntimeHandle};
-use ringrpc_governance::acl::{AclLayer, AclRules};
+use ringrpc_governance::acl::AclRules;
 use ringrpc_governance::balance::Instance;
 use ringrpc_governance::clock::TurnClock;
 use ringrpc_governance::discovery::{Registration, Registry};
 use ringrpc_governance::fallback::FallbackLayer;
-use ringrpc_governance::limit::{GlobalLimit, LimitConfig, LimitLayer};
+use ringrpc_governance::limit::{GlobalLimit, LimitConfig};
 use ringrpc_governance::obs::{
-    CoreMetrics, MetricsConfig, MetricsRegistry, MetricsServer, ObsLayer, Tracer,
+    CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, MetricsServer, ObsLayer, Tracer,
 };
 use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
-use ringrpc_governance::{Layer, Maybe};
+use ringrpc_governance::{Hooked, Layer, Maybe};
 
 use crate::conn::{serve, CoreServer};
 use crate::hooks::{error_kind, RegisterConfig, TracerHook};
@@ -535,7 +535,9 @@ async fn accept_loop<E: Engine>(
     open_conns: Arc<AtomicUsize>,
     global: Option<Arc<GlobalLimit>>,
 ) {
-    // The per-core pipeline, outermost first: limit, ACL, fallback, timeout, router.
+    // The per-core pipeline, outermost first: span and tracer; metrics, limit and ACL (hooks
+    // of one stage); fallback, timeout, router. Metrics are outermost of the hooks, so that
+    // limiter and ACL rejections and timeouts are counted too.
     let timed = TimeoutLayer::<E>::new(TimeoutConfig {
         timeout: config.handler_timeout,
     })
@@ -550,25 +552,23 @@ async fn accept_loop<E: Engine>(
         }
         None => Maybe::Off(timed),
     };
-    let inner = AclLayer::new(config.acl.clone()).layer(handled);
     let limiter = global.and_then(|g| g.core(core.0, TurnClock)).map(Rc::new);
-    let pipeline = match limiter {
-        Some(limiter) => {
-            limiter.spawn_sync::<E>(); // core 0's task also rebalances the shares
-            Maybe::On(LimitLayer::new(limiter).layer(inner))
-        }
-        None => Maybe::Off(inner),
-    };
-    // Observability outermost (trace span, tracer hooks, metrics), so that limiter and ACL
-    // rejections and timeouts are seen too.
+    if let Some(limiter) = &limiter {
+        limiter.spawn_sync::<E>(); // core 0's task also rebalances the shares
+    }
+    let acl = (!config.acl.is_empty()).then(|| config.acl.clone());
     let metrics: Option<Rc<CoreMetrics>> = config.metrics.as_ref().map(|r| r.core_metrics());
-    let pipeline = if metrics.is_some() || config.tracer.is_some() || config.tracing {
+    let metrics_hook = metrics.clone().map(|m| {
+        MetricsLayer::new(m)
+            .error_kind(error_kind as fn(&HandlerError) -> &'static str)
+            .into_hook()
+    });
+    let pipeline = Hooked::new(handled, (metrics_hook, (limiter, acl)));
+    let pipeline = if config.tracer.is_some() || config.tracing {
         Maybe::On(
             ObsLayer::new("server")
                 .span(config.tracing)
                 .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
-                .metrics(metrics.clone())
-                .error_kind(error_kind as fn(&HandlerError) -> &'static str)
                 .layer(pipeline),
         )
     } else {

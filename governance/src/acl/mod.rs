@@ -3,13 +3,14 @@
 //! An [`AclLayer`] holds rules `Fn(&Cx, &Req) -> Result<(), AclError>`; each call runs them in
 //! order and the first rejection ends the call with that [`AclError`], before any inner layer
 //! (or the handler) runs. Rules see the whole context: the caller's address, method and
-//! metainfo on a server; the method and target on a client (Kitex's `WithACLRules`). Rules are
+//! metainfo on a server; the method and target on a client (Kitex's `WithACLRules`). The rules
+//! are a [`CallHook`], so they can share one stage with other hooks. Rules are
 //! `Arc`-shared and `Send + Sync`, so one [`AclRules`] list configures every core.
 
-use std::future::Future;
 use std::sync::Arc;
 
-use crate::{Layer, Service};
+use crate::hook::{CallHook, Hooked};
+use crate::Layer;
 
 /// Why a rule rejected a call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,39 +103,25 @@ impl<S, Cx, Req> Layer<S> for AclLayer<Cx, Req> {
     type Service = Acl<S, Cx, Req>;
 
     fn layer(self, inner: S) -> Self::Service {
-        Acl {
-            inner,
-            rules: self.rules,
-        }
+        Hooked::new(inner, self.rules)
     }
 }
 
 /// A service that runs the rules before each call and fails it with [`AclError`] on rejection.
-#[derive(Debug)]
-pub struct Acl<S, Cx, Req> {
-    inner: S,
-    rules: AclRules<Cx, Req>,
-}
+pub type Acl<S, Cx, Req> = Hooked<S, AclRules<Cx, Req>>;
 
-impl<S, Cx, Req> Service<Cx, Req> for Acl<S, Cx, Req>
-where
-    S: Service<Cx, Req>,
-    S::Error: From<AclError>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
+/// The rules as a hook: they run before the call and have nothing to do after it.
+impl<Cx, Req, Res, Err: From<AclError>> CallHook<Cx, Req, Res, Err> for AclRules<Cx, Req> {
+    type Token<'a>
+        = ()
+    where
+        Self: 'a;
 
-    fn call(
-        &self,
-        cx: &mut Cx,
-        req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        let verdict = self.rules.check(cx, &req);
-        async move {
-            verdict?;
-            self.inner.call(cx, req).await
-        }
+    fn before(&self, cx: &mut Cx, req: &Req) -> Result<(), Err> {
+        Ok(self.check(cx, req)?)
     }
+
+    fn after(&self, (): (), _: &Cx, _: Result<&Res, &Err>) {}
 }
 
 #[cfg(test)]
@@ -143,7 +130,7 @@ mod tests {
 
     use super::*;
     use crate::clock::block_on;
-    use crate::service_fn;
+    use crate::{service_fn, Service};
 
     struct Cx {
         caller: &'static str,

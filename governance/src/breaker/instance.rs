@@ -7,6 +7,7 @@
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use super::{Breaker, BreakerConfig, BreakerError, BreakerState, Outcome, Ticket};
 use crate::clock::{Clock, SystemClock};
@@ -16,7 +17,7 @@ use crate::clock::{Clock, SystemClock};
 pub struct InstanceBreakers<C = SystemClock> {
     config: BreakerConfig,
     clock: C,
-    map: RefCell<FxHashMap<SocketAddr, Breaker>>,
+    map: RefCell<FxHashMap<SocketAddr, Rc<Breaker>>>,
 }
 
 impl InstanceBreakers {
@@ -62,18 +63,32 @@ impl<C: Clock> InstanceBreakers<C> {
     /// # Errors
     /// [`BreakerError::InstanceOpen`] when `addr`'s breaker rejects it.
     pub fn try_acquire(&self, addr: SocketAddr) -> Result<Ticket, BreakerError> {
+        self.try_acquire_at(addr).map(|(_, ticket)| ticket)
+    }
+
+    /// Admits a call to `addr`, returning the breaker to record its outcome into (without a
+    /// second lookup).
+    ///
+    /// # Errors
+    /// [`BreakerError::InstanceOpen`] when `addr`'s breaker rejects it.
+    pub fn try_acquire_at(&self, addr: SocketAddr) -> Result<(Rc<Breaker>, Ticket), BreakerError> {
         let now = self.clock.now();
-        self.map
+        let breaker = self
+            .map
             .borrow_mut()
             .entry(addr)
-            .or_insert_with(|| Breaker::new(self.config, now))
-            .try_acquire(now)
-            .map_err(|_| BreakerError::InstanceOpen(addr))
+            .or_insert_with(|| Rc::new(Breaker::new(self.config, now)))
+            .clone();
+        match breaker.try_acquire(now) {
+            Ok(ticket) => Ok((breaker, ticket)),
+            Err(_) => Err(BreakerError::InstanceOpen(addr)),
+        }
     }
 
     /// Records the outcome of a call to `addr` admitted with `ticket`.
     pub fn record(&self, addr: SocketAddr, ticket: Ticket, outcome: Outcome) {
-        if let Some(b) = self.map.borrow().get(&addr) {
+        let breaker = self.map.borrow().get(&addr).cloned();
+        if let Some(b) = breaker {
             b.record(ticket, outcome, self.clock.now());
         }
     }

@@ -2,14 +2,13 @@
 
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
 use super::{Breaker, BreakerConfig, BreakerError, InstanceBreakers, Outcome, Ticket};
 use crate::clock::{Clock, SystemClock};
-use crate::{CallDeadline, CallMethod, CallTarget, Layer, Service};
+use crate::hook::{CallHook, Hooked};
+use crate::{CallDeadline, CallMethod, CallTarget, Layer};
 
 /// Which errors count as failures for a breaker.
 pub trait FailurePolicy<E> {
@@ -34,31 +33,32 @@ impl<E, F: Fn(&E) -> bool> FailurePolicy<E> for F {
     }
 }
 
-fn outcome<R, E>(result: &Result<R, E>, policy: &impl FailurePolicy<E>) -> Outcome {
+fn outcome<R, E>(result: Result<&R, &E>, policy: &impl FailurePolicy<E>) -> Outcome {
     match result {
         Err(e) if policy.is_failure(e) => Outcome::Failure,
         _ => Outcome::Success,
     }
 }
 
-/// An admitted call whose outcome is not recorded yet. Dropped unrecorded (the call's future
-/// was dropped), it records a failure at or past the deadline and a cancellation before it.
-struct Pending<'a, C: Clock> {
-    record: &'a dyn Fn(Ticket, Outcome, Instant),
+/// A call a breaker admitted, whose outcome is not recorded yet. Dropped unrecorded (the
+/// call's future was dropped), it records a failure at or past the deadline and a cancellation
+/// before it.
+pub struct Admitted<'a, C: Clock> {
+    breaker: Rc<Breaker>,
     clock: &'a C,
     ticket: Option<Ticket>,
     deadline: Option<Instant>,
 }
 
-impl<C: Clock> Pending<'_, C> {
-    fn finish(&mut self, outcome: Outcome) {
+impl<C: Clock> Admitted<'_, C> {
+    fn finish(mut self, outcome: Outcome) {
         if let Some(t) = self.ticket.take() {
-            (self.record)(t, outcome, self.clock.now());
+            self.breaker.record(t, outcome, self.clock.now());
         }
     }
 }
 
-impl<C: Clock> Drop for Pending<'_, C> {
+impl<C: Clock> Drop for Admitted<'_, C> {
     fn drop(&mut self) {
         if let Some(t) = self.ticket.take() {
             let now = self.clock.now();
@@ -67,7 +67,7 @@ impl<C: Clock> Drop for Pending<'_, C> {
             } else {
                 Outcome::Cancelled
             };
-            (self.record)(t, outcome, now);
+            self.breaker.record(t, outcome, now);
         }
     }
 }
@@ -109,14 +109,10 @@ impl<C, P> BreakerLayer<C, P> {
             policy,
         }
     }
-}
 
-impl<S, C, P> Layer<S> for BreakerLayer<C, P> {
-    type Service = BreakerService<S, C, P>;
-
-    fn layer(self, inner: S) -> Self::Service {
-        BreakerService {
-            inner,
+    /// The breakers as a hook, to share a stage with other hooks.
+    pub fn into_hook(self) -> MethodBreakers<C, P> {
+        MethodBreakers {
             config: self.config,
             clock: self.clock,
             policy: self.policy,
@@ -125,17 +121,27 @@ impl<S, C, P> Layer<S> for BreakerLayer<C, P> {
     }
 }
 
+impl<S, C, P> Layer<S> for BreakerLayer<C, P> {
+    type Service = BreakerService<S, C, P>;
+
+    fn layer(self, inner: S) -> Self::Service {
+        Hooked::new(inner, self.into_hook())
+    }
+}
+
 /// A service that fails fast with [`BreakerError::Open`] while its method's breaker is open.
+pub type BreakerService<S, C, P> = Hooked<S, MethodBreakers<C, P>>;
+
+/// One breaker per method, created on first call: the hook of [`BreakerService`].
 #[derive(Debug)]
-pub struct BreakerService<S, C, P> {
-    inner: S,
+pub struct MethodBreakers<C, P> {
     config: BreakerConfig,
     clock: C,
     policy: P,
     breakers: RefCell<FxHashMap<String, Rc<Breaker>>>,
 }
 
-impl<S, C: Clock, P> BreakerService<S, C, P> {
+impl<C: Clock, P> MethodBreakers<C, P> {
     /// The breaker of `method`, if it was called on this core.
     pub fn breaker(&self, method: &str) -> Option<Rc<Breaker>> {
         self.breakers.borrow().get(method).cloned()
@@ -153,38 +159,39 @@ impl<S, C: Clock, P> BreakerService<S, C, P> {
     }
 }
 
-impl<Cx, Req, S, C, P> Service<Cx, Req> for BreakerService<S, C, P>
+impl<S, C: Clock, P> BreakerService<S, C, P> {
+    /// The breaker of `method`, if it was called on this core.
+    pub fn breaker(&self, method: &str) -> Option<Rc<Breaker>> {
+        self.hook().breaker(method)
+    }
+}
+
+impl<Cx, Req, Res, Err, C, P> CallHook<Cx, Req, Res, Err> for MethodBreakers<C, P>
 where
     Cx: CallMethod + CallDeadline,
-    S: Service<Cx, Req>,
-    S::Error: From<BreakerError>,
+    Err: From<BreakerError>,
     C: Clock,
-    P: FailurePolicy<S::Error>,
+    P: FailurePolicy<Err>,
 {
-    type Response = S::Response;
-    type Error = S::Error;
+    type Token<'a>
+        = Admitted<'a, C>
+    where
+        Self: 'a;
 
-    fn call(
-        &self,
-        cx: &mut Cx,
-        req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
+    fn before<'a>(&'a self, cx: &mut Cx, _: &Req) -> Result<Admitted<'a, C>, Err> {
         let now = self.clock.now();
         let breaker = self.breaker_for(cx.method(), now);
-        let ticket = breaker.try_acquire(now);
-        let deadline = cx.deadline();
-        async move {
-            let record = |t, o, now| breaker.record(t, o, now);
-            let mut pending = Pending {
-                record: &record,
-                clock: &self.clock,
-                ticket: Some(ticket?),
-                deadline,
-            };
-            let result = self.inner.call(cx, req).await;
-            pending.finish(outcome(&result, &self.policy));
-            result
-        }
+        let ticket = breaker.try_acquire(now)?;
+        Ok(Admitted {
+            breaker,
+            clock: &self.clock,
+            ticket: Some(ticket),
+            deadline: cx.deadline(),
+        })
+    }
+
+    fn after(&self, admitted: Admitted<'_, C>, _: &Cx, result: Result<&Res, &Err>) {
+        admitted.finish(outcome(result, &self.policy));
     }
 }
 
@@ -214,69 +221,72 @@ impl<C, P> InstanceBreakerLayer<C, P> {
             policy,
         }
     }
-}
 
-impl<S, C, P> Layer<S> for InstanceBreakerLayer<C, P> {
-    type Service = InstanceBreakerService<S, C, P>;
-
-    fn layer(self, inner: S) -> Self::Service {
-        InstanceBreakerService {
-            inner,
+    /// The breakers as a hook, to share a stage with other hooks.
+    pub fn into_hook(self) -> InstanceBreakerHook<C, P> {
+        InstanceBreakerHook {
             breakers: self.breakers,
             policy: self.policy,
         }
     }
 }
 
+impl<S, C, P> Layer<S> for InstanceBreakerLayer<C, P> {
+    type Service = InstanceBreakerService<S, C, P>;
+
+    fn layer(self, inner: S) -> Self::Service {
+        Hooked::new(inner, self.into_hook())
+    }
+}
+
 /// A service that records each call against the breaker of the instance in the context's
 /// target, and rejects calls pinned to an instance whose breaker is open. Calls without a target
 /// pass through unrecorded.
+pub type InstanceBreakerService<S, C, P> = Hooked<S, InstanceBreakerHook<C, P>>;
+
+/// The hook of [`InstanceBreakerService`].
 #[derive(Debug)]
-pub struct InstanceBreakerService<S, C, P> {
-    inner: S,
+pub struct InstanceBreakerHook<C, P> {
     breakers: Rc<InstanceBreakers<C>>,
     policy: P,
 }
 
-impl<Cx, Req, S, C, P> Service<Cx, Req> for InstanceBreakerService<S, C, P>
+impl<Cx, Req, Res, Err, C, P> CallHook<Cx, Req, Res, Err> for InstanceBreakerHook<C, P>
 where
     Cx: CallTarget + CallDeadline,
-    S: Service<Cx, Req>,
-    S::Error: From<BreakerError>,
+    Err: From<BreakerError>,
     C: Clock,
-    P: FailurePolicy<S::Error>,
+    P: FailurePolicy<Err>,
 {
-    type Response = S::Response;
-    type Error = S::Error;
+    type Token<'a>
+        = Option<Admitted<'a, C>>
+    where
+        Self: 'a;
 
-    fn call(
-        &self,
-        cx: &mut Cx,
-        req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        let target: Option<(SocketAddr, Result<Ticket, BreakerError>)> =
-            cx.target().map(|a| (a, self.breakers.try_acquire(a)));
-        let deadline = cx.deadline();
-        async move {
-            let Some((addr, ticket)) = target else {
-                return self.inner.call(cx, req).await;
-            };
-            let record = |t, o, _| self.breakers.record(addr, t, o);
-            let mut pending = Pending {
-                record: &record,
-                clock: self.breakers.clock(),
-                ticket: Some(ticket?),
-                deadline,
-            };
-            let result = self.inner.call(cx, req).await;
-            pending.finish(outcome(&result, &self.policy));
-            result
+    fn before<'a>(&'a self, cx: &mut Cx, _: &Req) -> Result<Option<Admitted<'a, C>>, Err> {
+        let Some(addr) = cx.target() else {
+            return Ok(None);
+        };
+        let (breaker, ticket) = self.breakers.try_acquire_at(addr)?;
+        Ok(Some(Admitted {
+            breaker,
+            clock: self.breakers.clock(),
+            ticket: Some(ticket),
+            deadline: cx.deadline(),
+        }))
+    }
+
+    fn after(&self, admitted: Option<Admitted<'_, C>>, _: &Cx, result: Result<&Res, &Err>) {
+        if let Some(admitted) = admitted {
+            admitted.finish(outcome(result, &self.policy));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::net::SocketAddr;
     use std::pin::pin;
     use std::task::{Context, Waker};
     use std::time::Duration;
@@ -285,7 +295,7 @@ mod tests {
     use crate::balance::{BalanceError, BalanceLayer, WeightedRoundRobin};
     use crate::breaker::BreakerState;
     use crate::clock::{block_on, ManualClock};
-    use crate::service_fn;
+    use crate::{service_fn, Service};
 
     #[derive(Default)]
     struct Cx {

@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 pub use instance::InstanceBreakers;
 pub use layer::{
-    AnyError, BreakerLayer, BreakerService, FailurePolicy, InstanceBreakerLayer,
-    InstanceBreakerService,
+    Admitted, AnyError, BreakerLayer, BreakerService, FailurePolicy, InstanceBreakerHook,
+    InstanceBreakerLayer, InstanceBreakerService, MethodBreakers,
 };
 pub use window::RollingWindow;
 

@@ -1,7 +1,6 @@
 //! One core's limiter: a token bucket and an in-flight counter over the core's shares.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,7 +10,8 @@ use ringrpc_engine::Engine;
 
 use super::{GlobalLimit, LimitError};
 use crate::clock::Clock;
-use crate::{Layer, Service};
+use crate::hook::{CallHook, Hooked};
+use crate::Layer;
 
 /// The limiter of one core; made by [`GlobalLimit::core`], used only on that core.
 #[derive(Debug)]
@@ -256,39 +256,30 @@ impl<S, C> Layer<S> for LimitLayer<C> {
     type Service = LimitService<S, C>;
 
     fn layer(self, inner: S) -> Self::Service {
-        LimitService {
-            inner,
-            limiter: self.limiter,
-        }
+        Hooked::new(inner, self.limiter)
     }
 }
 
 /// A service that rejects calls over the limits with [`LimitError`] and holds a concurrency
 /// slot while each admitted call runs.
-#[derive(Debug)]
-pub struct LimitService<S, C> {
-    inner: S,
-    limiter: Rc<CoreLimiter<C>>,
-}
+pub type LimitService<S, C> = Hooked<S, Rc<CoreLimiter<C>>>;
 
-impl<Cx, Req, S, C> Service<Cx, Req> for LimitService<S, C>
+/// The limiter as a hook: a permit taken before the call, freed when it ends.
+impl<Cx, Req, Res, Err, C> CallHook<Cx, Req, Res, Err> for CoreLimiter<C>
 where
-    S: Service<Cx, Req>,
-    S::Error: From<LimitError>,
+    Err: From<LimitError>,
     C: Clock,
 {
-    type Response = S::Response;
-    type Error = S::Error;
+    type Token<'a>
+        = LimitPermit<'a, C>
+    where
+        Self: 'a;
 
-    fn call(
-        &self,
-        cx: &mut Cx,
-        req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        let permit = self.limiter.try_acquire();
-        async move {
-            let _permit = permit?;
-            self.inner.call(cx, req).await
-        }
+    fn before<'a>(&'a self, _: &mut Cx, _: &Req) -> Result<LimitPermit<'a, C>, Err> {
+        Ok(self.try_acquire()?)
+    }
+
+    fn after(&self, permit: LimitPermit<'_, C>, _: &Cx, _: Result<&Res, &Err>) {
+        drop(permit);
     }
 }

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 use std::fmt;
-use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -21,7 +20,8 @@ use std::time::{Duration, Instant};
 use ringrpc_engine::{CoreId, RuntimeHandle};
 
 use super::prometheus::{Family, MetricKind, Sample};
-use crate::{CallMethod, Layer, Service};
+use crate::hook::{CallHook, Hooked};
+use crate::{CallMethod, Layer};
 
 /// Prometheus' default latency buckets extended below 5 ms, in seconds.
 pub const DEFAULT_BUCKETS: &[f64] = &[
@@ -696,28 +696,37 @@ impl<K> MetricsLayer<K> {
     }
 }
 
-impl<S, K> Layer<S> for MetricsLayer<K> {
-    type Service = Metrics<S, K>;
-
-    fn layer(self, inner: S) -> Self::Service {
-        Metrics {
-            inner,
+impl<K> MetricsLayer<K> {
+    /// The metrics as a hook, to share a stage with other hooks.
+    pub fn into_hook(self) -> MetricsHook<K> {
+        MetricsHook {
             metrics: self.metrics,
             kind: self.kind,
         }
     }
 }
 
+impl<S, K> Layer<S> for MetricsLayer<K> {
+    type Service = Metrics<S, K>;
+
+    fn layer(self, inner: S) -> Self::Service {
+        Hooked::new(inner, self.into_hook())
+    }
+}
+
 /// A service counting calls, errors, latency per method and calls in flight.
+pub type Metrics<S, K> = Hooked<S, MetricsHook<K>>;
+
+/// The hook of [`Metrics`]: notes the call's start and method, records it when it ends.
 #[derive(Debug)]
-pub struct Metrics<S, K> {
-    inner: S,
+pub struct MetricsHook<K = OneKind> {
     metrics: Rc<CoreMetrics>,
     kind: K,
 }
 
-/// Records a call when finished, or as [`CANCELLED`] when dropped before.
-struct Recording {
+/// A call being recorded: recorded when finished, or as [`CANCELLED`] when dropped before.
+#[derive(Debug)]
+pub struct Recording {
     method: Rc<MethodMetrics>,
     start: Instant,
     done: bool,
@@ -732,34 +741,30 @@ impl Drop for Recording {
     }
 }
 
-impl<Cx, Req, S, K> Service<Cx, Req> for Metrics<S, K>
+impl<Cx, Req, Res, Err, K> CallHook<Cx, Req, Res, Err> for MetricsHook<K>
 where
     Cx: CallMethod,
-    S: Service<Cx, Req>,
-    K: ErrorKind<S::Error>,
+    K: ErrorKind<Err>,
 {
-    type Response = S::Response;
-    type Error = S::Error;
+    type Token<'a>
+        = Recording
+    where
+        Self: 'a;
 
-    fn call(
-        &self,
-        cx: &mut Cx,
-        req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        let mut rec = Recording {
+    fn before(&self, cx: &mut Cx, _: &Req) -> Result<Recording, Err> {
+        Ok(Recording {
             method: self.metrics.method(cx.method()),
-            // From the start of the call's loop turn (see `ObsLayer`): one clock read per call.
+            // The start of the call's loop turn: at most a turn early, and one clock read per
+            // call instead of two (the end is read exactly).
             start: ringrpc_engine::turn_now(),
             done: false,
             _in_flight: self.metrics.in_flight_guard(),
-        };
-        let fut = self.inner.call(cx, req);
-        async move {
-            let r = fut.await;
-            rec.done = true;
-            let kind = r.as_ref().err().map(|e| self.kind.kind(e));
-            rec.method.record(rec.start.elapsed(), kind);
-            r
-        }
+        })
+    }
+
+    fn after(&self, mut rec: Recording, _: &Cx, result: Result<&Res, &Err>) {
+        rec.done = true;
+        let kind = result.err().map(|e| self.kind.kind(e));
+        rec.method.record(rec.start.elapsed(), kind);
     }
 }

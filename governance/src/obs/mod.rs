@@ -8,8 +8,9 @@
 //!   `GET /metrics` from a plain thread.
 //! - [`trace`]: a `tracing` span per call ([`TraceLayer`]) and Kitex-style [`Tracer`] hooks
 //!   ([`TracerLayer`]).
-//! - [`stage`]: [`ObsLayer`], the three above as one stage (one future level instead of three;
-//!   what the server and client builders use).
+//! - [`stage`]: [`ObsLayer`], span and tracer as one stage (one future level instead of two;
+//!   what the server and client builders use). The builders run the metrics as a
+//!   [`MetricsHook`], one of the synchronous hooks of the stage just inside it.
 //!
 //! Wiring, on a server (the client is the same with `MetricsConfig::subsystem("client")`):
 //!
@@ -35,9 +36,9 @@ pub mod trace;
 
 pub use http::MetricsServer;
 pub use metrics::{
-    CoreMetrics, ErrorKind, HistogramSnapshot, MethodSnapshot, Metrics, MetricsConfig,
-    MetricsLayer, MetricsRegistry, MetricsSnapshot, OneKind, DEFAULT_BUCKETS, MAX_METHODS,
-    OTHER_METHOD,
+    CoreMetrics, ErrorKind, HistogramSnapshot, MethodSnapshot, Metrics, MetricsConfig, MetricsHook,
+    MetricsLayer, MetricsRegistry, MetricsSnapshot, OneKind, Recording, DEFAULT_BUCKETS,
+    MAX_METHODS, OTHER_METHOD,
 };
 pub use stage::{NoTracer, ObsLayer, Observed};
 pub use trace::{

@@ -1,20 +1,19 @@
-//! Span, tracer hooks and metrics as one pipeline stage ([`ObsLayer`]).
+//! Span and tracer hooks as one pipeline stage ([`ObsLayer`]).
 //!
-//! Stacking [`TraceLayer`](super::TraceLayer), [`TracerLayer`](super::TracerLayer) and
-//! [`MetricsLayer`](super::MetricsLayer) nests three futures (three more with optional
-//! wrappers) around every call; deep client pipelines then make the future of code awaiting a
-//! call exceed the compiler's default query depth. This stage does the same work in one future,
-//! in the same order (span outermost, then the tracer, then the metrics), with every part
-//! optional.
+//! Stacking [`TraceLayer`](super::TraceLayer) and [`TracerLayer`](super::TracerLayer) nests two
+//! futures (more with optional wrappers) around every call; deep client pipelines then make the
+//! future of code awaiting a call exceed the compiler's default query depth. This stage does
+//! the same work in one future, in the same order (span outermost, then the tracer), with each
+//! part optional. Metrics are not part of it: they are a [`CallHook`](crate::CallHook)
+//! ([`MetricsHook`](super::MetricsHook)) that shares a stage with the other synchronous hooks,
+//! just inside this one.
 
 use std::fmt::Display;
 use std::future::Future;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::Instrument;
 
-use super::metrics::{CoreMetrics, ErrorKind, InFlight, MethodMetrics, OneKind, CANCELLED};
 use super::trace::{CallInfo, CallOutcome, CallStatus, Tracer};
 use crate::{Layer, Service};
 
@@ -27,15 +26,13 @@ impl<Cx> Tracer<Cx> for NoTracer {
     fn finish(&self, _: &Cx, _: &CallOutcome<'_>) {}
 }
 
-/// Builds [`Observed`] services: an optional `tracing` span, optional tracer hooks and
-/// optional metrics around each call.
+/// Builds [`Observed`] services: an optional `tracing` span and optional tracer hooks around
+/// each call.
 #[derive(Debug, Clone)]
-pub struct ObsLayer<T = NoTracer, K = OneKind> {
+pub struct ObsLayer<T = NoTracer> {
     side: &'static str,
     span: bool,
     tracer: Option<T>,
-    metrics: Option<Rc<CoreMetrics>>,
-    kind: K,
 }
 
 impl ObsLayer {
@@ -45,13 +42,11 @@ impl ObsLayer {
             side,
             span: false,
             tracer: None,
-            metrics: None,
-            kind: OneKind,
         }
     }
 }
 
-impl<T, K> ObsLayer<T, K> {
+impl<T> ObsLayer<T> {
     /// Runs each call in an `rpc` span, as [`super::Trace`] does.
     pub fn span(mut self, on: bool) -> Self {
         self.span = on;
@@ -59,54 +54,33 @@ impl<T, K> ObsLayer<T, K> {
     }
 
     /// Calls `tracer` around each call, as [`super::TracerService`] does.
-    pub fn tracer<T2>(self, tracer: Option<T2>) -> ObsLayer<T2, K> {
+    pub fn tracer<T2>(self, tracer: Option<T2>) -> ObsLayer<T2> {
         ObsLayer {
             side: self.side,
             span: self.span,
             tracer,
-            metrics: self.metrics,
-            kind: self.kind,
-        }
-    }
-
-    /// Records into this core's `metrics`, as [`super::Metrics`] does.
-    pub fn metrics(mut self, metrics: Option<Rc<CoreMetrics>>) -> Self {
-        self.metrics = metrics;
-        self
-    }
-
-    /// Labels errors with `kind` in the metrics.
-    pub fn error_kind<K2>(self, kind: K2) -> ObsLayer<T, K2> {
-        ObsLayer {
-            side: self.side,
-            span: self.span,
-            tracer: self.tracer,
-            metrics: self.metrics,
-            kind,
         }
     }
 }
 
-impl<S, T, K> Layer<S> for ObsLayer<T, K> {
-    type Service = Observed<S, T, K>;
+impl<S, T> Layer<S> for ObsLayer<T> {
+    type Service = Observed<S, T>;
 
     fn layer(self, inner: S) -> Self::Service {
         Observed { inner, layer: self }
     }
 }
 
-/// A service adding a span, tracer hooks and metrics to its inner service's calls.
+/// A service adding a span and tracer hooks to its inner service's calls.
 #[derive(Debug)]
-pub struct Observed<S, T, K> {
+pub struct Observed<S, T> {
     inner: S,
-    layer: ObsLayer<T, K>,
+    layer: ObsLayer<T>,
 }
 
 /// What a call records when it ends, or when it is dropped before.
 struct Guard<'a, Cx, T: Tracer<Cx>> {
     start: Instant,
-    method: Option<Rc<MethodMetrics>>,
-    _in_flight: Option<InFlight>,
     tracer: Option<&'a T>,
     done: bool,
     _cx: std::marker::PhantomData<fn(&Cx)>,
@@ -115,24 +89,19 @@ struct Guard<'a, Cx, T: Tracer<Cx>> {
 impl<Cx, T: Tracer<Cx>> Drop for Guard<'_, Cx, T> {
     fn drop(&mut self) {
         if !self.done {
-            let elapsed: Duration = self.start.elapsed();
-            if let Some(m) = &self.method {
-                m.record(elapsed, Some(CANCELLED));
-            }
             if let Some(t) = self.tracer {
-                t.cancelled(elapsed);
+                t.cancelled(self.start.elapsed());
             }
         }
     }
 }
 
-impl<Cx, Req, S, T, K> Service<Cx, Req> for Observed<S, T, K>
+impl<Cx, Req, S, T> Service<Cx, Req> for Observed<S, T>
 where
     Cx: CallInfo,
     S: Service<Cx, Req>,
     S::Error: Display,
     T: Tracer<Cx>,
-    K: ErrorKind<S::Error>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -170,11 +139,7 @@ where
                 t.start(cx);
             }
             let mut guard = Guard {
-                // The turn's clock: latency counts from the start of the loop turn in which the
-                // call began (at most a turn early), one clock read per call instead of two.
-                start: ringrpc_engine::turn_now(),
-                method: l.metrics.as_ref().map(|m| m.method(cx.method())),
-                _in_flight: l.metrics.as_ref().map(CoreMetrics::in_flight_guard),
+                start: Instant::now(),
                 tracer: l.tracer.as_ref(),
                 done: false,
                 _cx: std::marker::PhantomData,
@@ -182,9 +147,6 @@ where
             let r = self.inner.call(cx, req).await;
             guard.done = true;
             let elapsed = guard.start.elapsed();
-            if let Some(m) = &guard.method {
-                m.record(elapsed, r.as_ref().err().map(|e| l.kind.kind(e)));
-            }
             if let Some(t) = &l.tracer {
                 let outcome = CallOutcome {
                     status: if r.is_ok() {
