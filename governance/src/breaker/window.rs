@@ -16,6 +16,9 @@ pub struct RollingWindow<T> {
     origin: Instant,
     /// Absolute index (since `origin`) of the newest bucket.
     head: u64,
+    /// Where the newest bucket ends: until then an access needs no arithmetic (most accesses,
+    /// with buckets of a second and calls microseconds apart).
+    head_until: Instant,
 }
 
 impl<T: Default> RollingWindow<T> {
@@ -30,11 +33,15 @@ impl<T: Default> RollingWindow<T> {
             bucket_nanos,
             origin: now,
             head: 0,
+            head_until: now + Duration::from_nanos(bucket_nanos),
         }
     }
 
     /// Clears the slices that fell out of the window by `now`.
     fn advance(&mut self, now: Instant) {
+        if now < self.head_until {
+            return;
+        }
         let elapsed = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
             .unwrap_or(u64::MAX);
         let abs = elapsed / self.bucket_nanos;
@@ -48,6 +55,12 @@ impl<T: Default> RollingWindow<T> {
             self.buckets[i] = T::default();
         }
         self.head = abs;
+        self.head_until = self
+            .origin
+            .checked_add(Duration::from_nanos(
+                abs.saturating_add(1).saturating_mul(self.bucket_nanos),
+            ))
+            .unwrap_or(now);
     }
 
     /// The slice covering `now`, to count into.
