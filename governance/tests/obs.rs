@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ringrpc_engine::baseline::Baseline;
 use ringrpc_engine::oneshot::block_on;
+use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{CoreId, Engine, RuntimeConfig};
 use ringrpc_governance::obs::prometheus::{self, Family, MetricKind, Sample, CONTENT_TYPE};
 use ringrpc_governance::obs::{
@@ -360,6 +361,51 @@ fn metrics_layer_counts_calls_errors_latency_and_cancellations() {
     // The 5 ms call lands in (1 ms, 100 ms]; the instant errors in the first bucket.
     assert_eq!(latency.counts[1], 1);
     assert!(latency.sum >= 0.005, "{}", latency.sum);
+}
+
+/// On an io_uring core the default latency runs from loop turn to loop turn: a call that waits
+/// (spans turns) is measured to within a turn, work inside one turn is not seen; exact latency
+/// sees both.
+#[test]
+fn latency_on_an_io_uring_core_is_per_turn_unless_exact() {
+    let (tx, rx) = mpsc::channel();
+    let rt = Uring::launch(RuntimeConfig::with_cores(1), move |_| {
+        let tx = tx.clone();
+        async move {
+            let mut sums = Vec::new();
+            for exact in [false, true] {
+                let metrics = Rc::new(CoreMetrics::new(&[0.001, 0.1]).exact_latency(exact));
+                let svc = MetricsLayer::new(metrics.clone()).layer(service_fn(
+                    |_: &mut Cx, wait: bool| async move {
+                        if wait {
+                            Uring::sleep(Duration::from_millis(20)).await;
+                        } else {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Ok::<_, Fail>(())
+                    },
+                ));
+                svc.call(&mut Cx::new("Wait"), true).await.unwrap();
+                svc.call(&mut Cx::new("Busy"), false).await.unwrap();
+                let snap = metrics.snapshot();
+                sums.push((
+                    snap.methods["Wait"].latency.sum,
+                    snap.methods["Busy"].latency.sum,
+                ));
+            }
+            tx.send(sums).unwrap();
+        }
+    })
+    .unwrap();
+    let sums = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    rt.stop(Duration::ZERO);
+    let [(turn_wait, turn_busy), (exact_wait, exact_busy)] = sums[..] else {
+        panic!("{sums:?}")
+    };
+    assert!((0.020..0.5).contains(&turn_wait), "{turn_wait}");
+    assert!(turn_busy < 0.001, "{turn_busy}");
+    assert!((0.020..0.5).contains(&exact_wait), "{exact_wait}");
+    assert!(exact_busy >= 0.005, "{exact_busy}");
 }
 
 #[test]

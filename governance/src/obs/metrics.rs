@@ -113,6 +113,7 @@ pub struct CoreMetrics {
     methods: RefCell<FxHashMap<String, Rc<MethodMetrics>>>,
     in_flight: Cell<i64>,
     connections: Cell<i64>,
+    exact_latency: bool,
 }
 
 impl CoreMetrics {
@@ -133,6 +134,23 @@ impl CoreMetrics {
             methods: RefCell::new(FxHashMap::default()),
             in_flight: Cell::new(0),
             connections: Cell::new(0),
+            exact_latency: false,
+        }
+    }
+
+    /// Reads the clock at both ends of a call instead of using the loop turn's time (see
+    /// [`MetricsConfig::exact_latency`]).
+    pub fn exact_latency(mut self, exact: bool) -> Self {
+        self.exact_latency = exact;
+        self
+    }
+
+    /// The time a call starts or ends, for its latency.
+    fn now(&self) -> Instant {
+        if self.exact_latency {
+            Instant::now()
+        } else {
+            ringrpc_engine::turn_now()
         }
     }
 
@@ -322,6 +340,14 @@ pub struct MetricsConfig {
     /// How long a scrape waits for the cores of attached runtimes. Default 1 s; a core that
     /// has not answered by then is left out of that scrape.
     pub scrape_timeout: Duration,
+    /// Read the clock at both ends of every call for its latency. Default `false`: on an
+    /// io_uring core a call's latency runs from the start of the loop turn in which it began
+    /// to the start of the turn in which it ended (the engine reads the clock once per turn,
+    /// right after the wait), so a sample is exact to within one turn and costs no clock read;
+    /// elsewhere (the baseline engine, other threads) the clock is read exactly either way.
+    /// Exact reads cost two `clock_gettime`s per call (about 4 % of the io_uring client's CPU in
+    /// `ringrpc-bench compare --governance`, see docs/benchmarks.md).
+    pub exact_latency: bool,
 }
 
 impl Default for MetricsConfig {
@@ -331,6 +357,7 @@ impl Default for MetricsConfig {
             subsystem: "server".to_owned(),
             buckets: DEFAULT_BUCKETS.to_vec(),
             scrape_timeout: Duration::from_secs(1),
+            exact_latency: false,
         }
     }
 }
@@ -418,7 +445,10 @@ impl MetricsRegistry {
         CORE_METRICS.with(|t| {
             t.borrow_mut()
                 .entry(self.inner.id)
-                .or_insert_with(|| Rc::new(CoreMetrics::new(&self.inner.bounds)))
+                .or_insert_with(|| {
+                    let m = CoreMetrics::new(&self.inner.bounds);
+                    Rc::new(m.exact_latency(self.inner.config.exact_latency))
+                })
                 .clone()
         })
     }
@@ -730,13 +760,18 @@ pub struct Recording {
     method: Rc<MethodMetrics>,
     start: Instant,
     done: bool,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
         if !self.done {
-            self.method.record(self.start.elapsed(), Some(CANCELLED));
+            let latency = self
+                .in_flight
+                .metrics
+                .now()
+                .saturating_duration_since(self.start);
+            self.method.record(latency, Some(CANCELLED));
         }
     }
 }
@@ -754,17 +789,16 @@ where
     fn before(&self, cx: &mut Cx, _: &Req) -> Result<Recording, Err> {
         Ok(Recording {
             method: self.metrics.method(cx.method()),
-            // The start of the call's loop turn: at most a turn early, and one clock read per
-            // call instead of two (the end is read exactly).
-            start: ringrpc_engine::turn_now(),
+            start: self.metrics.now(),
             done: false,
-            _in_flight: self.metrics.in_flight_guard(),
+            in_flight: self.metrics.in_flight_guard(),
         })
     }
 
     fn after(&self, mut rec: Recording, _: &Cx, result: Result<&Res, &Err>) {
         rec.done = true;
         let kind = result.err().map(|e| self.kind.kind(e));
-        rec.method.record(rec.start.elapsed(), kind);
+        let latency = self.metrics.now().saturating_duration_since(rec.start);
+        rec.method.record(latency, kind);
     }
 }
