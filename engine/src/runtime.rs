@@ -264,7 +264,8 @@ thread_local! {
 /// The time at the start of the calling core's current loop turn: a clock read that costs a
 /// thread-local load instead of a `clock_gettime`, at most one turn stale (the io_uring engine
 /// refreshes it every turn, after waiting). For policies whose windows are seconds (breakers,
-/// budgets), not for latency measurement. Outside an io_uring core it is `Instant::now()`.
+/// budgets) and for call metrics, whose latency it gives to within one turn; not for a single
+/// precise measurement. Outside an io_uring core it is `Instant::now()`.
 pub fn turn_now() -> Instant {
     TURN_NOW
         .with(std::cell::Cell::get)
