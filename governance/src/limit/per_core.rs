@@ -95,6 +95,10 @@ impl<C: Clock> CoreLimiter<C> {
     }
 
     fn refill(&self, now: Instant) {
+        // With the turn clock every call of a loop turn reads the same time: one refill a turn.
+        if now == self.refilled.get() {
+            return;
+        }
         let elapsed = now
             .saturating_duration_since(self.refilled.get())
             .as_secs_f64();
