@@ -5,7 +5,7 @@
 //! so a tripped instance gets no traffic until its cool-down passes, and then only probes.
 
 use rustc_hash::FxHashMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -18,6 +18,9 @@ pub struct InstanceBreakers<C = SystemClock> {
     config: BreakerConfig,
     clock: C,
     map: RefCell<FxHashMap<SocketAddr, Rc<Breaker>>>,
+    /// Breakers in `map` that are not closed: while none is, every instance is available
+    /// without a lookup (the balancer asks for every candidate of every pick).
+    not_closed: Rc<Cell<usize>>,
 }
 
 impl InstanceBreakers {
@@ -34,6 +37,7 @@ impl<C: Clock> InstanceBreakers<C> {
             config,
             clock,
             map: RefCell::new(FxHashMap::default()),
+            not_closed: Rc::new(Cell::new(0)),
         }
     }
 
@@ -44,6 +48,9 @@ impl<C: Clock> InstanceBreakers<C> {
 
     /// Whether a call to `addr` would be admitted now; instances never called are available.
     pub fn is_available(&self, addr: SocketAddr) -> bool {
+        if self.not_closed.get() == 0 {
+            return true;
+        }
         self.map
             .borrow()
             .get(&addr)
@@ -77,7 +84,10 @@ impl<C: Clock> InstanceBreakers<C> {
             .map
             .borrow_mut()
             .entry(addr)
-            .or_insert_with(|| Rc::new(Breaker::new(self.config, now)))
+            .or_insert_with(|| {
+                let tally = self.not_closed.clone();
+                Rc::new(Breaker::tallied(self.config, now, tally))
+            })
             .clone();
         match breaker.try_acquire(now) {
             Ok(ticket) => Ok((breaker, ticket)),
@@ -95,6 +105,64 @@ impl<C: Clock> InstanceBreakers<C> {
 
     /// Forgets the instances for which `keep` is false (call it when discovery drops them).
     pub fn retain(&self, keep: impl Fn(SocketAddr) -> bool) {
-        self.map.borrow_mut().retain(|a, _| keep(*a));
+        self.map.borrow_mut().retain(|a, b| {
+            let kept = keep(*a);
+            if !kept {
+                b.detach();
+            }
+            kept
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn the_tally_of_open_breakers_follows_trips_recoveries_and_removals() {
+        let clock = ManualClock::new();
+        let config = BreakerConfig {
+            min_samples: 2,
+            half_open_probes: 1,
+            ..BreakerConfig::default()
+        };
+        let breakers = InstanceBreakers::with_clock(config, clock.clone());
+        let (a, b) = (
+            SocketAddr::from(([10, 0, 0, 1], 1)),
+            SocketAddr::from(([10, 0, 0, 2], 1)),
+        );
+        let fail = |addr| {
+            let t = breakers.try_acquire(addr).unwrap();
+            breakers.record(addr, t, Outcome::Failure);
+        };
+        fail(a);
+        fail(a);
+        assert_eq!(breakers.not_closed.get(), 1);
+        assert!(!breakers.is_available(a));
+        assert!(breakers.is_available(b));
+
+        // Cool-down passed: one probe, which succeeds and closes the breaker.
+        clock.advance(config.cool_down);
+        let probe = breakers.try_acquire(a).unwrap();
+        assert_eq!(breakers.not_closed.get(), 1);
+        breakers.record(a, probe, Outcome::Success);
+        assert_eq!(breakers.state(a), BreakerState::Closed);
+        assert_eq!(breakers.not_closed.get(), 0);
+
+        // Tripped again, then removed with a probe out: the probe's late success leaves the
+        // tally alone.
+        fail(a);
+        fail(a);
+        clock.advance(config.cool_down + Duration::from_secs(1));
+        let (breaker, probe) = breakers.try_acquire_at(a).unwrap();
+        breakers.retain(|x| x != a);
+        assert_eq!(breakers.not_closed.get(), 0);
+        breaker.record(probe, Outcome::Success, clock.now());
+        assert_eq!(breakers.not_closed.get(), 0);
+        assert!(breakers.is_available(a));
     }
 }

@@ -31,6 +31,7 @@ mod window;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use instance::InstanceBreakers;
@@ -144,6 +145,11 @@ pub struct Breaker {
     /// Bumped on every state change; results from tickets of an earlier generation are ignored.
     generation: Cell<u64>,
     window: RefCell<RollingWindow<Counts>>,
+    /// The count of breakers not closed in this breaker's group (see [`InstanceBreakers`]),
+    /// and whether this one is counted in it now.
+    tally: Option<Rc<Cell<usize>>>,
+    counted: Cell<bool>,
+    detached: Cell<bool>,
 }
 
 impl Breaker {
@@ -154,6 +160,38 @@ impl Breaker {
             state: Cell::new(BreakerState::Closed),
             generation: Cell::new(0),
             window: RefCell::new(RollingWindow::new(config.window, config.buckets, now)),
+            tally: None,
+            counted: Cell::new(false),
+            detached: Cell::new(false),
+        }
+    }
+
+    /// A closed breaker that keeps `tally` counting the breakers of its group that are not
+    /// closed, until [`detach`](Self::detach)ed.
+    pub(crate) fn tallied(config: BreakerConfig, now: Instant, tally: Rc<Cell<usize>>) -> Self {
+        Self {
+            tally: Some(tally),
+            ..Self::new(config, now)
+        }
+    }
+
+    /// Leaves the group: no longer counted in its tally, whatever happens to it later (calls
+    /// admitted before may still record into it).
+    pub(crate) fn detach(&self) {
+        self.detached.set(true);
+        self.count(false);
+    }
+
+    fn count(&self, counted: bool) {
+        if let Some(tally) = &self.tally {
+            if counted != self.counted.get() {
+                self.counted.set(counted);
+                tally.set(if counted {
+                    tally.get() + 1
+                } else {
+                    tally.get() - 1
+                });
+            }
         }
     }
 
@@ -196,6 +234,7 @@ impl Breaker {
 
     fn transition(&self, to: BreakerState) {
         self.state.set(to);
+        self.count(to != BreakerState::Closed && !self.detached.get());
         self.generation.set(self.generation.get() + 1);
         self.window.borrow_mut().reset();
     }
