@@ -284,6 +284,12 @@ pub struct CompareArgs {
     /// Load shape.
     #[command(flatten)]
     pub load: LoadOptions,
+    /// Repeat the whole sequence of runs this many times, interleaved (every engine and mode
+    /// once per round). On a machine whose speed drifts over seconds, per-round ratios and
+    /// their median say more than one long run; the side-by-side table then shows the run of
+    /// median QPS of each engine and mode.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
     /// Write all run reports as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

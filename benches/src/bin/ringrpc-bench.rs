@@ -16,7 +16,7 @@ use ringrpc_benches::histogram::LatencyHistogram;
 use ringrpc_benches::load::{run_load, LoadOutcome, LoadPlan};
 use ringrpc_benches::plot::write_percentile_svg;
 use ringrpc_benches::procstat::allowed_cpus;
-use ringrpc_benches::report::{print_comparison, print_run, Report};
+use ringrpc_benches::report::{print_comparison, print_run, Report, RunReport};
 use ringrpc_server::governance::limit::LimitConfig;
 use ringrpc_server::governance::obs::{MetricsConfig, MetricsRegistry};
 use ringrpc_server::{EngineKind, Server};
@@ -189,6 +189,24 @@ fn spawn_server(
     Ok((child, listening.parse()?))
 }
 
+/// The median of `values` (the upper one of an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Of runs made in rounds of `configs` runs each (the same order every round), the run of
+/// median QPS of each configuration, in that order.
+fn median_runs(reports: &[RunReport], configs: usize) -> Vec<RunReport> {
+    (0..configs)
+        .map(|c| {
+            let mut runs: Vec<&RunReport> = reports.iter().skip(c).step_by(configs).collect();
+            runs.sort_by(|x, y| x.qps.total_cmp(&y.qps));
+            runs[runs.len() / 2].clone()
+        })
+        .collect()
+}
+
 fn compare(a: &CompareArgs) -> Result<(), AnyError> {
     let allowed = allowed_cpus()?;
     let client_cpus = a.client_cpus(&allowed)?;
@@ -198,53 +216,77 @@ fn compare(a: &CompareArgs) -> Result<(), AnyError> {
     } else {
         &[false]
     };
+    // Runs in order: round by round, engine by engine, bare before governed.
     let mut outcomes = Vec::new();
-    for &engine in &a.engines {
-        for &governance in modes {
-            let (child, addr) = spawn_server(
-                engine,
-                &a.addr,
-                &a.server_cores.to_string(),
-                a.server_cores.len(),
-                governance,
-            )?;
-            let label = if governance {
-                format!("{engine}+governance")
-            } else {
-                engine.as_str().to_owned()
-            };
-            eprintln!(
-                "{label}: server on {addr} (cpus {}), load from cpus {client_cpus}",
-                a.server_cores
-            );
-            let mut options = a.load.clone();
-            options.governance = governance;
-            let outcome = run_load(&LoadPlan {
-                targets: vec![addr],
-                options,
-                cores: client_cpus.len(),
-                pin: Some(client_cpus.cpus().to_vec()),
-                server_pid: Some(child.0.id()),
-                label: Some(label),
-                engine: Some(engine.as_str().to_owned()),
-            })?;
-            drop(child);
-            print_run(&outcome.report);
-            outcomes.push(outcome);
+    for round in 1..=a.rounds {
+        for &engine in &a.engines {
+            for &governance in modes {
+                let (child, addr) = spawn_server(
+                    engine,
+                    &a.addr,
+                    &a.server_cores.to_string(),
+                    a.server_cores.len(),
+                    governance,
+                )?;
+                let label = if governance {
+                    format!("{engine}+governance")
+                } else {
+                    engine.as_str().to_owned()
+                };
+                let of = if a.rounds > 1 {
+                    format!(" (round {round} of {})", a.rounds)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "{label}{of}: server on {addr} (cpus {}), load from cpus {client_cpus}",
+                    a.server_cores
+                );
+                let mut options = a.load.clone();
+                options.governance = governance;
+                let outcome = run_load(&LoadPlan {
+                    targets: vec![addr],
+                    options,
+                    cores: client_cpus.len(),
+                    pin: Some(client_cpus.cpus().to_vec()),
+                    server_pid: Some(child.0.id()),
+                    label: Some(label),
+                    engine: Some(engine.as_str().to_owned()),
+                })?;
+                drop(child);
+                print_run(&outcome.report);
+                outcomes.push(outcome);
+            }
         }
     }
     let reports: Vec<_> = outcomes.iter().map(|o| o.report.clone()).collect();
-    print_comparison(&reports);
+    let configs = a.engines.len() * modes.len();
+    print_comparison(&median_runs(&reports, configs));
     if a.load.governance {
-        for pair in reports.chunks(2) {
-            if let [bare, governed] = pair {
-                let cost = 1.0 - governed.qps / bare.qps;
+        // Bare and governed of one engine ran back to back: compare them pairwise, per round.
+        for (e, engine) in a.engines.iter().enumerate() {
+            let mut costs = Vec::new();
+            for round in reports.chunks(configs) {
+                if let [bare, governed] = &round[2 * e..2 * e + 2] {
+                    costs.push(governed.qps / bare.qps - 1.0);
+                    println!(
+                        "governance overhead ({engine}): {:.0} -> {:.0} QPS, {:+.1}%",
+                        bare.qps,
+                        governed.qps,
+                        costs[costs.len() - 1] * 100.0
+                    );
+                }
+            }
+            if costs.len() > 1 {
+                let all: Vec<String> = costs
+                    .iter()
+                    .map(|c| format!("{:+.1}%", c * 100.0))
+                    .collect();
                 println!(
-                    "governance overhead ({}): {:.0} -> {:.0} QPS, {:+.1}%",
-                    bare.name(),
-                    bare.qps,
-                    governed.qps,
-                    -cost * 100.0
+                    "governance overhead ({engine}), median of {} rounds: {:+.1}% (rounds: {})",
+                    costs.len(),
+                    median(&mut costs) * 100.0,
+                    all.join(", ")
                 );
             }
         }
