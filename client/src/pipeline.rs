@@ -3,7 +3,7 @@
 //! Outermost first (docs/governance.md):
 //!
 //! ```text
-//! Obs? (span, tracer) ─▶ [Metrics?] ─▶ Fallback? ─▶ Timeout ─▶ [Acl?, Breaker? (per method)] ─▶ Backup? ─▶ Retry?
+//! Obs? (span, tracer) ─▶ [Metrics?, Fallback?, Acl?, Breaker? (per method)] ─▶ Timeout ─▶ Backup? ─▶ Retry?
 //!   ─▶ Balance ─▶ [InstanceBreaker?] ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
 //! ```
 //!
@@ -38,7 +38,7 @@ use ringrpc_governance::breaker::{
     MethodBreakers,
 };
 use ringrpc_governance::clock::{SystemClock, TurnClock};
-use ringrpc_governance::fallback::{Fallback, FallbackLayer};
+use ringrpc_governance::fallback::{FallbackHook, FallbackLayer};
 use ringrpc_governance::obs::{MetricsHook, MetricsLayer, ObsLayer, Observed, Tracer};
 use ringrpc_governance::retry::{Backup, BackupLayer, Retry, RetryBudget, RetryLayer};
 use ringrpc_governance::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
@@ -216,22 +216,25 @@ type WithInstance<E> = Hooked<Transport<E>, Option<InstanceBreakerHook<TurnClock
 type Balanced<E> = Balance<WithInstance<E>, Rc<AnyBalancer>, CallKey>;
 type Retried<E> = Maybe<Retry<Balanced<E>, E, ErrorFilter, SystemClock>, Balanced<E>>;
 type Backed<E> = Maybe<Backup<Retried<E>, E, SystemClock>, Retried<E>>;
-/// ACL rules, then the method's breaker.
-type AdmitHooks = (
-    Option<AclRules<ClientContext, Bytes>>,
-    Option<MethodBreakers<TurnClock, FailFn>>,
-);
-type Guarded<E> = Hooked<Backed<E>, AdmitHooks>;
-type Timed<E> = Timeout<Guarded<E>, E>;
+type Timed<E> = Timeout<Backed<E>, E>;
 type FallbackBox = Box<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError>>;
-
-type Fallen<E> = Maybe<Fallback<Timed<E>, FallbackBox>, Timed<E>>;
 type KindFn = fn(&ClientError) -> &'static str;
-type Metered<E> = Hooked<Fallen<E>, Option<MetricsHook<KindFn>>>;
+/// Metrics, fallback, ACL rules, the method's breaker: outermost first, one stage.
+type CallHooks = (
+    Option<MetricsHook<KindFn>>,
+    (
+        Option<FallbackHook<FallbackBox>>,
+        (
+            Option<AclRules<ClientContext, Bytes>>,
+            Option<MethodBreakers<TurnClock, FailFn>>,
+        ),
+    ),
+);
+type Hooks<E> = Hooked<Timed<E>, CallHooks>;
 type SharedTracer = std::sync::Arc<dyn Tracer<ClientContext> + Send + Sync>;
 
 /// The whole pipeline of one core.
-pub(crate) type Pipeline<E> = Maybe<Observed<Metered<E>, SharedTracer>, Metered<E>>;
+pub(crate) type Pipeline<E> = Maybe<Observed<Hooks<E>, SharedTracer>, Hooks<E>>;
 
 /// One client's governance state on one core.
 pub(crate) struct CoreClient<E: Engine> {
@@ -292,6 +295,19 @@ impl<E: Engine> CoreClient<E> {
                     .layer(svc),
             )
         };
+        // The deadline is set per call in the context; the layer enforces it.
+        let svc: Timed<E> = TimeoutLayer::<E>::new(TimeoutConfig { timeout: None }).layer(svc);
+        let metrics = config.metrics.as_ref().map(|registry| {
+            registry.attach_current_runtime();
+            MetricsLayer::new(registry.core_metrics())
+                .error_kind(ClientError::kind as KindFn)
+                .into_hook()
+        });
+        let fallback = config.fallback.as_ref().map(|f| {
+            let f = f.0.clone();
+            let f: FallbackBox = Box::new(move |cx, e| f(cx, e));
+            FallbackLayer::new(f).into_hook()
+        });
         let acl = (!config.acl.is_empty()).then(|| config.acl.clone());
         let breakers = config.breaker.map(|c| {
             BreakerLayer::new(c)
@@ -299,25 +315,8 @@ impl<E: Engine> CoreClient<E> {
                 .failure_policy(method_failure as FailFn)
                 .into_hook()
         });
-        let svc: Guarded<E> = Hooked::new(svc, (acl, breakers));
-        // The deadline is set per call in the context; the layer enforces it.
-        let svc: Timed<E> = TimeoutLayer::<E>::new(TimeoutConfig { timeout: None }).layer(svc);
-        let pipeline = match &config.fallback {
-            Some(f) => {
-                let f = f.0.clone();
-                let f: FallbackBox = Box::new(move |cx, e| f(cx, e));
-                Maybe::On(FallbackLayer::new(f).layer(svc))
-            }
-            None => Maybe::Off(svc),
-        };
-        // Observability outermost: trace span and tracer hooks, then metrics.
-        let metrics = config.metrics.as_ref().map(|registry| {
-            registry.attach_current_runtime();
-            MetricsLayer::new(registry.core_metrics())
-                .error_kind(ClientError::kind as KindFn)
-                .into_hook()
-        });
-        let pipeline: Metered<E> = Hooked::new(pipeline, metrics);
+        let pipeline: Hooks<E> = Hooked::new(svc, (metrics, (fallback, (acl, breakers))));
+        // Observability outermost: trace span and tracer hooks.
         let pipeline: Pipeline<E> = if config.tracer.is_some() || config.tracing {
             Maybe::On(
                 ObsLayer::new("client")

@@ -162,7 +162,11 @@ fn bench_hooks(c: &mut Criterion) {
             ))
     };
 
-    bench(c, "bare_client", BalanceLayer::new(balancer()).layer(echo()));
+    bench(
+        c,
+        "bare_client",
+        BalanceLayer::new(balancer()).layer(echo()),
+    );
     bench(
         c,
         "metrics",

@@ -7,12 +7,18 @@
 //! stage that is only sometimes configured must box its future (see [`Maybe`](crate::Maybe))
 //! or make every call carry its space. As hooks, any number of them run around one future:
 //! `Hooked<S, (A, (B, C))>` calls `A`, `B`, `C` before the inner service (in that order) and
-//! after it (in reverse), and an unconfigured hook is a `None` that costs a branch.
+//! after it (in reverse), and an unconfigured hook is a `None` that costs a branch. A hook may
+//! also change the result on its way out (a fallback turning an error into a reply), so the
+//! hooks outside it see what it made of the result.
+//!
+//! Every stage level costs a call the move of everything inside it into its future, so hooks
+//! at one place of a pipeline belong in one `Hooked`.
 //!
 //! What a hook must do if the call never finishes (its future is dropped: cancelled, or timed
 //! out from outside) lives in its token's `Drop`, as with any RAII guard.
 
 use std::future::Future;
+use std::ops::ControlFlow;
 
 use crate::{Layer, Service};
 
@@ -25,14 +31,28 @@ pub trait CallHook<Cx, Req, Res, Err> {
     where
         Self: 'a;
 
-    /// Runs when the call starts; an error ends the call with it before the inner service runs.
-    ///
-    /// # Errors
-    /// The hook's rejection (an ACL rule, an open breaker, a limit).
-    fn before<'a>(&'a self, cx: &mut Cx, req: &Req) -> Result<Self::Token<'a>, Err>;
+    /// Runs when the call starts. `Break(result)` ends the call with `result` before the
+    /// inner service runs: the hook's rejection (an ACL rule, an open breaker, a limit), or
+    /// what the hooks before it made of that rejection.
+    fn before<'a>(
+        &'a self,
+        cx: &mut Cx,
+        req: &Req,
+    ) -> ControlFlow<Result<Res, Err>, Self::Token<'a>>;
 
-    /// Runs when the call finishes with `result` (also when a later hook rejected it).
-    fn after(&self, token: Self::Token<'_>, cx: &Cx, result: Result<&Res, &Err>);
+    /// Runs when the call finishes with `result` (also when a later hook rejected it) and
+    /// returns the call's result: `result` itself, or what the hook makes of it.
+    fn after(
+        &self,
+        token: Self::Token<'_>,
+        cx: &mut Cx,
+        result: Result<Res, Err>,
+    ) -> Result<Res, Err>;
+}
+
+/// A rejection by a hook: ends the call with `error`.
+pub fn reject<T, Res, Err>(error: impl Into<Err>) -> ControlFlow<Result<Res, Err>, T> {
+    ControlFlow::Break(Err(error.into()))
 }
 
 /// An unconfigured hook does nothing.
@@ -45,16 +65,26 @@ where
     where
         Self: 'a;
 
-    fn before<'a>(&'a self, cx: &mut Cx, req: &Req) -> Result<Self::Token<'a>, Err> {
+    fn before<'a>(
+        &'a self,
+        cx: &mut Cx,
+        req: &Req,
+    ) -> ControlFlow<Result<Res, Err>, Self::Token<'a>> {
         match self {
-            Some(h) => h.before(cx, req).map(Some),
-            None => Ok(None),
+            Some(h) => h.before(cx, req).map_continue(Some),
+            None => ControlFlow::Continue(None),
         }
     }
 
-    fn after(&self, token: Self::Token<'_>, cx: &Cx, result: Result<&Res, &Err>) {
-        if let (Some(h), Some(t)) = (self, token) {
-            h.after(t, cx, result);
+    fn after(
+        &self,
+        token: Self::Token<'_>,
+        cx: &mut Cx,
+        result: Result<Res, Err>,
+    ) -> Result<Res, Err> {
+        match (self, token) {
+            (Some(h), Some(t)) => h.after(t, cx, result),
+            _ => result,
         }
     }
 }
@@ -69,17 +99,26 @@ where
     where
         Self: 'a;
 
-    fn before<'a>(&'a self, cx: &mut Cx, req: &Req) -> Result<Self::Token<'a>, Err> {
+    fn before<'a>(
+        &'a self,
+        cx: &mut Cx,
+        req: &Req,
+    ) -> ControlFlow<Result<Res, Err>, Self::Token<'a>> {
         (**self).before(cx, req)
     }
 
-    fn after(&self, token: Self::Token<'_>, cx: &Cx, result: Result<&Res, &Err>) {
-        (**self).after(token, cx, result);
+    fn after(
+        &self,
+        token: Self::Token<'_>,
+        cx: &mut Cx,
+        result: Result<Res, Err>,
+    ) -> Result<Res, Err> {
+        (**self).after(token, cx, result)
     }
 }
 
 /// `A` around `B`: `A` runs first before the call and last after it, and sees `B`'s rejection
-/// as the call's result.
+/// (or what `B` made of the result) as the call's result.
 impl<Cx, Req, Res, Err, A, B> CallHook<Cx, Req, Res, Err> for (A, B)
 where
     A: CallHook<Cx, Req, Res, Err>,
@@ -90,20 +129,26 @@ where
     where
         Self: 'a;
 
-    fn before<'a>(&'a self, cx: &mut Cx, req: &Req) -> Result<Self::Token<'a>, Err> {
+    fn before<'a>(
+        &'a self,
+        cx: &mut Cx,
+        req: &Req,
+    ) -> ControlFlow<Result<Res, Err>, Self::Token<'a>> {
         let a = self.0.before(cx, req)?;
         match self.1.before(cx, req) {
-            Ok(b) => Ok((a, b)),
-            Err(e) => {
-                self.0.after(a, cx, Err(&e));
-                Err(e)
-            }
+            ControlFlow::Continue(b) => ControlFlow::Continue((a, b)),
+            ControlFlow::Break(result) => ControlFlow::Break(self.0.after(a, cx, result)),
         }
     }
 
-    fn after(&self, (a, b): Self::Token<'_>, cx: &Cx, result: Result<&Res, &Err>) {
-        self.1.after(b, cx, result);
-        self.0.after(a, cx, result);
+    fn after(
+        &self,
+        (a, b): Self::Token<'_>,
+        cx: &mut Cx,
+        result: Result<Res, Err>,
+    ) -> Result<Res, Err> {
+        let result = self.1.after(b, cx, result);
+        self.0.after(a, cx, result)
     }
 }
 
@@ -162,10 +207,12 @@ where
         // service's own synchronous part would.
         let token = self.hook.before(cx, &req);
         async move {
-            let token = token?;
+            let token = match token {
+                ControlFlow::Continue(token) => token,
+                ControlFlow::Break(result) => return result,
+            };
             let result = self.inner.call(cx, req).await;
-            self.hook.after(token, cx, result.as_ref());
-            result
+            self.hook.after(token, cx, result)
         }
     }
 }
@@ -180,10 +227,12 @@ mod tests {
     use crate::clock::block_on;
     use crate::service_fn;
 
-    /// Logs its events; rejects when the request equals `reject`.
+    /// Logs its events; rejects when the request equals `reject`; turns errors into
+    /// `Ok(rescue)` when `rescue` is set.
     struct Logger<'l> {
         name: &'static str,
         reject: u32,
+        rescue: Option<u32>,
         log: &'l RefCell<Vec<String>>,
     }
 
@@ -207,23 +256,36 @@ mod tests {
         where
             Self: 'a;
 
-        fn before<'a>(&'a self, _: &mut (), req: &u32) -> Result<Token<'l>, String> {
+        fn before<'a>(
+            &'a self,
+            _: &mut (),
+            req: &u32,
+        ) -> ControlFlow<Result<u32, String>, Token<'l>> {
             self.log.borrow_mut().push(format!("{} before", self.name));
             if *req == self.reject {
-                return Err(format!("{} rejects", self.name));
+                return reject(format!("{} rejects", self.name));
             }
-            Ok(Token {
+            ControlFlow::Continue(Token {
                 name: self.name,
                 log: self.log,
                 done: false,
             })
         }
 
-        fn after(&self, mut token: Token<'l>, _: &(), result: Result<&u32, &String>) {
+        fn after(
+            &self,
+            mut token: Token<'l>,
+            _: &mut (),
+            result: Result<u32, String>,
+        ) -> Result<u32, String> {
             token.done = true;
             self.log
                 .borrow_mut()
                 .push(format!("{} after {result:?}", self.name));
+            match (result, self.rescue) {
+                (Err(_), Some(r)) => Ok(r),
+                (result, _) => result,
+            }
         }
     }
 
@@ -233,6 +295,7 @@ mod tests {
         let logger = |name, reject| Logger {
             name,
             reject,
+            rescue: None,
             log: &log,
         };
         let svc = HookLayer::new((logger("a", 1), (None::<Logger>, Some(logger("b", 2))))).layer(
@@ -266,11 +329,54 @@ mod tests {
     }
 
     #[test]
+    fn a_hook_that_changes_the_result_is_seen_changed_by_the_hooks_outside_it() {
+        let log = RefCell::new(Vec::new());
+        let logger = |name, reject, rescue| Logger {
+            name,
+            reject,
+            rescue,
+            log: &log,
+        };
+        let hooks = (
+            logger("outer", 0, None),
+            (logger("rescuer", 0, Some(7)), logger("inner", 2, None)),
+        );
+        let svc = HookLayer::new(hooks).layer(service_fn(|_: &mut (), req: u32| async move {
+            if req == 3 {
+                Err("failed".to_owned())
+            } else {
+                Ok(req)
+            }
+        }));
+        let take = || std::mem::take(&mut *log.borrow_mut());
+
+        // The inner hook's rejection, rescued: the outer hook and the caller see Ok(7).
+        assert_eq!(block_on(svc.call(&mut (), 2)), Ok(7));
+        assert_eq!(
+            take(),
+            [
+                "outer before",
+                "rescuer before",
+                "inner before",
+                "rescuer after Err(\"inner rejects\")",
+                "outer after Ok(7)"
+            ]
+        );
+        // The service's error, rescued; the inner hook saw the error itself.
+        assert_eq!(block_on(svc.call(&mut (), 3)), Ok(7));
+        let events = take();
+        assert_eq!(events[3], "inner after Err(\"failed\")");
+        assert_eq!(events[5], "outer after Ok(7)");
+        assert_eq!(block_on(svc.call(&mut (), 4)), Ok(4));
+    }
+
+    #[test]
     fn a_call_dropped_before_it_finishes_drops_its_tokens() {
         let log = RefCell::new(Vec::new());
         let svc = HookLayer::new(Some(Logger {
             name: "a",
             reject: 0,
+            rescue: None,
             log: &log,
         }))
         .layer(service_fn(|_: &mut (), _: u32| {

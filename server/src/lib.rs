@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! socket ─▶ engine recv (Bytes) ─▶ LinkBuf ─▶ FrameDecoder ─▶ CallContext + body
-//!        ─▶ pipeline ([metrics, rate limit, ACL] ─▶ fallback ─▶ timeout ─▶ Router ─▶ your handler) ─▶ encoded reply body
+//!        ─▶ pipeline ([metrics, rate limit, ACL, fallback] ─▶ timeout ─▶ Router ─▶ your handler) ─▶ encoded reply body
 //!        ─▶ FrameEncoder (request's framing, seq id, TTHeader keys) ─▶ Outbox ─▶ one send per turn
 //! ```
 //!

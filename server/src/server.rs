@@ -535,23 +535,19 @@ async fn accept_loop<E: Engine>(
     open_conns: Arc<AtomicUsize>,
     global: Option<Arc<GlobalLimit>>,
 ) {
-    // The per-core pipeline, outermost first: span and tracer; metrics, limit and ACL (hooks
-    // of one stage); fallback, timeout, router. Metrics are outermost of the hooks, so that
-    // limiter and ACL rejections and timeouts are counted too.
+    // The per-core pipeline, outermost first: span and tracer; metrics, limit, ACL and
+    // fallback (hooks of one stage); timeout, router. Metrics are outermost of the hooks, so
+    // that limiter and ACL rejections and timeouts are counted too; the fallback innermost, so
+    // it answers for handlers (errors and timeouts), not for the limiter's or the ACL's
+    // rejections.
     let timed = TimeoutLayer::<E>::new(TimeoutConfig {
         timeout: config.handler_timeout,
     })
     .layer(Router::new(services));
-    let handled = match &config.fallback {
-        Some(f) => {
-            let f = f.0.clone();
-            Maybe::On(
-                FallbackLayer::new(move |cx: &mut CallContext, e: HandlerError| f(cx, e))
-                    .layer(timed),
-            )
-        }
-        None => Maybe::Off(timed),
-    };
+    let fallback = config.fallback.as_ref().map(|f| {
+        let f = f.0.clone();
+        FallbackLayer::new(move |cx: &mut CallContext, e: HandlerError| f(cx, e)).into_hook()
+    });
     let limiter = global.and_then(|g| g.core(core.0, TurnClock)).map(Rc::new);
     if let Some(limiter) = &limiter {
         limiter.spawn_sync::<E>(); // core 0's task also rebalances the shares
@@ -563,7 +559,7 @@ async fn accept_loop<E: Engine>(
             .error_kind(error_kind as fn(&HandlerError) -> &'static str)
             .into_hook()
     });
-    let pipeline = Hooked::new(handled, (metrics_hook, (limiter, acl)));
+    let pipeline = Hooked::new(timed, (metrics_hook, (limiter, (acl, fallback))));
     let pipeline = if config.tracer.is_some() || config.tracing {
         Maybe::On(
             ObsLayer::new("server")

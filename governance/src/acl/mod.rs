@@ -7,9 +7,10 @@
 //! are a [`CallHook`], so they can share one stage with other hooks. Rules are
 //! `Arc`-shared and `Send + Sync`, so one [`AclRules`] list configures every core.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use crate::hook::{CallHook, Hooked};
+use crate::hook::{reject, CallHook, Hooked};
 use crate::Layer;
 
 /// Why a rule rejected a call.
@@ -117,11 +118,16 @@ impl<Cx, Req, Res, Err: From<AclError>> CallHook<Cx, Req, Res, Err> for AclRules
     where
         Self: 'a;
 
-    fn before(&self, cx: &mut Cx, req: &Req) -> Result<(), Err> {
-        Ok(self.check(cx, req)?)
+    fn before(&self, cx: &mut Cx, req: &Req) -> ControlFlow<Result<Res, Err>> {
+        match self.check(cx, req) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => reject(e),
+        }
     }
 
-    fn after(&self, (): (), _: &Cx, _: Result<&Res, &Err>) {}
+    fn after(&self, (): (), _: &mut Cx, result: Result<Res, Err>) -> Result<Res, Err> {
+        result
+    }
 }
 
 #[cfg(test)]

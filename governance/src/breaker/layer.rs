@@ -2,12 +2,13 @@
 
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::Instant;
 
 use super::{Breaker, BreakerConfig, BreakerError, InstanceBreakers, Outcome, Ticket};
 use crate::clock::{Clock, SystemClock};
-use crate::hook::{CallHook, Hooked};
+use crate::hook::{reject, CallHook, Hooked};
 use crate::{CallDeadline, CallMethod, CallTarget, Layer};
 
 /// Which errors count as failures for a breaker.
@@ -178,20 +179,32 @@ where
     where
         Self: 'a;
 
-    fn before<'a>(&'a self, cx: &mut Cx, _: &Req) -> Result<Admitted<'a, C>, Err> {
+    fn before<'a>(
+        &'a self,
+        cx: &mut Cx,
+        _: &Req,
+    ) -> ControlFlow<Result<Res, Err>, Admitted<'a, C>> {
         let now = self.clock.now();
         let breaker = self.breaker_for(cx.method(), now);
-        let ticket = breaker.try_acquire(now)?;
-        Ok(Admitted {
-            breaker,
-            clock: &self.clock,
-            ticket: Some(ticket),
-            deadline: cx.deadline(),
-        })
+        match breaker.try_acquire(now) {
+            Ok(ticket) => ControlFlow::Continue(Admitted {
+                breaker,
+                clock: &self.clock,
+                ticket: Some(ticket),
+                deadline: cx.deadline(),
+            }),
+            Err(e) => reject(e),
+        }
     }
 
-    fn after(&self, admitted: Admitted<'_, C>, _: &Cx, result: Result<&Res, &Err>) {
-        admitted.finish(outcome(result, &self.policy));
+    fn after(
+        &self,
+        admitted: Admitted<'_, C>,
+        _: &mut Cx,
+        result: Result<Res, Err>,
+    ) -> Result<Res, Err> {
+        admitted.finish(outcome(result.as_ref(), &self.policy));
+        result
     }
 }
 
@@ -263,23 +276,35 @@ where
     where
         Self: 'a;
 
-    fn before<'a>(&'a self, cx: &mut Cx, _: &Req) -> Result<Option<Admitted<'a, C>>, Err> {
+    fn before<'a>(
+        &'a self,
+        cx: &mut Cx,
+        _: &Req,
+    ) -> ControlFlow<Result<Res, Err>, Option<Admitted<'a, C>>> {
         let Some(addr) = cx.target() else {
-            return Ok(None);
+            return ControlFlow::Continue(None);
         };
-        let (breaker, ticket) = self.breakers.try_acquire_at(addr)?;
-        Ok(Some(Admitted {
-            breaker,
-            clock: self.breakers.clock(),
-            ticket: Some(ticket),
-            deadline: cx.deadline(),
-        }))
+        match self.breakers.try_acquire_at(addr) {
+            Ok((breaker, ticket)) => ControlFlow::Continue(Some(Admitted {
+                breaker,
+                clock: self.breakers.clock(),
+                ticket: Some(ticket),
+                deadline: cx.deadline(),
+            })),
+            Err(e) => reject(e),
+        }
     }
 
-    fn after(&self, admitted: Option<Admitted<'_, C>>, _: &Cx, result: Result<&Res, &Err>) {
+    fn after(
+        &self,
+        admitted: Option<Admitted<'_, C>>,
+        _: &mut Cx,
+        result: Result<Res, Err>,
+    ) -> Result<Res, Err> {
         if let Some(admitted) = admitted {
-            admitted.finish(outcome(result, &self.policy));
+            admitted.finish(outcome(result.as_ref(), &self.policy));
         }
+        result
     }
 }
 

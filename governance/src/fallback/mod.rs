@@ -8,8 +8,10 @@
 //! every request); key the substitute on the context (method, metainfo).
 
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 
-use crate::{Layer, Service};
+use crate::hook::{CallHook, Hooked};
+use crate::Layer;
 
 /// Builds [`Fallback`] services with the closure `f(&mut Cx, Error) -> Result<Response, Error>`.
 pub struct FallbackLayer<F, Cx> {
@@ -59,40 +61,51 @@ pub fn fallback_when<Cx, R, E>(
     })
 }
 
+impl<F, Cx> FallbackLayer<F, Cx> {
+    /// The fallback as a hook, to share a stage with other hooks (outside the ones whose
+    /// rejections it should answer).
+    pub fn into_hook(self) -> FallbackHook<F> {
+        FallbackHook(self.f)
+    }
+}
+
 impl<S, F, Cx> Layer<S> for FallbackLayer<F, Cx> {
     type Service = Fallback<S, F>;
 
     fn layer(self, inner: S) -> Self::Service {
-        Fallback { inner, f: self.f }
+        Hooked::new(inner, self.into_hook())
     }
 }
 
 /// A service whose errors go through a fallback closure; see [`FallbackLayer`].
-pub struct Fallback<S, F> {
-    inner: S,
-    f: F,
-}
+pub type Fallback<S, F> = Hooked<S, FallbackHook<F>>;
 
-impl<S: std::fmt::Debug, F> std::fmt::Debug for Fallback<S, F> {
+/// The hook of [`Fallback`]: nothing before the call; its error, if any, through the closure.
+pub struct FallbackHook<F>(F);
+
+impl<F> std::fmt::Debug for FallbackHook<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fallback")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
+        f.debug_struct("FallbackHook").finish_non_exhaustive()
     }
 }
 
-impl<S, F, Cx, Req> Service<Cx, Req> for Fallback<S, F>
+impl<Cx, Req, Res, Err, F> CallHook<Cx, Req, Res, Err> for FallbackHook<F>
 where
-    S: Service<Cx, Req>,
-    F: Fn(&mut Cx, S::Error) -> Result<S::Response, S::Error>,
+    F: Fn(&mut Cx, Err) -> Result<Res, Err>,
 {
-    type Response = S::Response;
-    type Error = S::Error;
+    type Token<'a>
+        = ()
+    where
+        Self: 'a;
 
-    async fn call(&self, cx: &mut Cx, req: Req) -> Result<Self::Response, Self::Error> {
-        match self.inner.call(cx, req).await {
+    fn before(&self, _: &mut Cx, _: &Req) -> ControlFlow<Result<Res, Err>> {
+        ControlFlow::Continue(())
+    }
+
+    fn after(&self, (): (), cx: &mut Cx, result: Result<Res, Err>) -> Result<Res, Err> {
+        match result {
             Ok(r) => Ok(r),
-            Err(e) => (self.f)(cx, e),
+            Err(e) => (self.0)(cx, e),
         }
     }
 }
@@ -101,7 +114,7 @@ where
 mod tests {
     use super::*;
     use crate::clock::block_on;
-    use crate::service_fn;
+    use crate::{service_fn, Service};
 
     #[derive(Debug, PartialEq)]
     enum Error {

@@ -1,6 +1,7 @@
 //! One core's limiter: a token bucket and an in-flight counter over the core's shares.
 
 use std::cell::Cell;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use ringrpc_engine::Engine;
 
 use super::{GlobalLimit, LimitError};
 use crate::clock::Clock;
-use crate::hook::{CallHook, Hooked};
+use crate::hook::{reject, CallHook, Hooked};
 use crate::Layer;
 
 /// The limiter of one core; made by [`GlobalLimit::core`], used only on that core.
@@ -279,11 +280,24 @@ where
     where
         Self: 'a;
 
-    fn before<'a>(&'a self, _: &mut Cx, _: &Req) -> Result<LimitPermit<'a, C>, Err> {
-        Ok(self.try_acquire()?)
+    fn before<'a>(
+        &'a self,
+        _: &mut Cx,
+        _: &Req,
+    ) -> ControlFlow<Result<Res, Err>, LimitPermit<'a, C>> {
+        match self.try_acquire() {
+            Ok(permit) => ControlFlow::Continue(permit),
+            Err(e) => reject(e),
+        }
     }
 
-    fn after(&self, permit: LimitPermit<'_, C>, _: &Cx, _: Result<&Res, &Err>) {
+    fn after(
+        &self,
+        permit: LimitPermit<'_, C>,
+        _: &mut Cx,
+        result: Result<Res, Err>,
+    ) -> Result<Res, Err> {
         drop(permit);
+        result
     }
 }

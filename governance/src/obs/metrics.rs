@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -786,8 +787,8 @@ where
     where
         Self: 'a;
 
-    fn before(&self, cx: &mut Cx, _: &Req) -> Result<Recording, Err> {
-        Ok(Recording {
+    fn before(&self, cx: &mut Cx, _: &Req) -> ControlFlow<Result<Res, Err>, Recording> {
+        ControlFlow::Continue(Recording {
             method: self.metrics.method(cx.method()),
             start: self.metrics.now(),
             done: false,
@@ -795,10 +796,11 @@ where
         })
     }
 
-    fn after(&self, mut rec: Recording, _: &Cx, result: Result<&Res, &Err>) {
+    fn after(&self, mut rec: Recording, _: &mut Cx, result: Result<Res, Err>) -> Result<Res, Err> {
         rec.done = true;
-        let kind = result.err().map(|e| self.kind.kind(e));
+        let kind = result.as_ref().err().map(|e| self.kind.kind(e));
         let latency = self.metrics.now().saturating_duration_since(rec.start);
         rec.method.record(latency, kind);
+        result
     }
 }
