@@ -203,11 +203,12 @@ where
         cx: &mut Cx,
         req: Req,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        // The hooks run when the call is made, not when its future is first polled, as a
-        // service's own synchronous part would.
-        let token = self.hook.before(cx, &req);
+        // The hooks run when the future is first polled: a rejection is returned there and
+        // then, and only the token is kept across the call (taken when the call was made, a
+        // whole result would sit in every call's future). A future dropped unpolled takes
+        // nothing (no permit, no breaker ticket, no call counted).
         async move {
-            let token = match token {
+            let token = match self.hook.before(cx, &req) {
                 ControlFlow::Continue(token) => token,
                 ControlFlow::Break(result) => return result,
             };

@@ -341,11 +341,18 @@ fn metrics_layer_counts_calls_errors_latency_and_cancellations() {
     assert_eq!(block_on(svc.call(&mut cx, 1)), Err(Fail::Timeout));
     assert_eq!(block_on(svc.call(&mut cx, 2)), Err(Fail::Biz));
     assert_eq!(block_on(svc.call(&mut Cx::new("Put"), 0)).unwrap(), "Put");
-    // Pending, then dropped: counted as cancelled, and no longer in flight.
+    // Pending, then dropped: counted as cancelled, and no longer in flight. Unpolled, it was
+    // not counted at all.
     {
         let fut = svc.call(&mut cx, 3);
+        assert_eq!(metrics.in_flight(), 0);
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut fut = Box::pin(fut);
+        assert!(fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
         assert_eq!(metrics.in_flight(), 1);
-        poll_once_and_drop(fut);
     }
     assert_eq!(metrics.in_flight(), 0);
 
