@@ -17,7 +17,6 @@
 //! What a hook must do if the call never finishes (its future is dropped: cancelled, or timed
 //! out from outside) lives in its token's `Drop`, as with any RAII guard.
 
-use std::future::Future;
 use std::ops::ControlFlow;
 
 use crate::{Layer, Service};
@@ -198,29 +197,24 @@ where
     type Response = S::Response;
     type Error = S::Error;
 
-    fn call(
-        &self,
-        cx: &mut Cx,
-        req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        // The hooks run when the future is first polled: a rejection is returned there and
-        // then, and only the token is kept across the call (taken when the call was made, a
-        // whole result would sit in every call's future). A future dropped unpolled takes
-        // nothing (no permit, no breaker ticket, no call counted).
-        async move {
-            let token = match self.hook.before(cx, &req) {
-                ControlFlow::Continue(token) => token,
-                ControlFlow::Break(result) => return result,
-            };
-            let result = self.inner.call(cx, req).await;
-            self.hook.after(token, cx, result)
-        }
+    // The hooks run when the future is first polled: a rejection is returned there and then,
+    // and only the token is kept across the call (taken when the call was made, a whole result
+    // would sit in every call's future). A future dropped unpolled takes nothing (no permit,
+    // no breaker ticket, no call counted).
+    async fn call(&self, cx: &mut Cx, req: Req) -> Result<Self::Response, Self::Error> {
+        let token = match self.hook.before(cx, &req) {
+            ControlFlow::Continue(token) => token,
+            ControlFlow::Break(result) => return result,
+        };
+        let result = self.inner.call(cx, req).await;
+        self.hook.after(token, cx, result)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
+    use std::future::Future;
     use std::pin::pin;
     use std::task::{Context, Waker};
 
