@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! Obs? (span, tracer) ─▶ [Metrics?, Fallback?, Acl?, Breaker? (per method)] ─▶ Timeout ─▶ Backup? ─▶ Retry?
-//!   ─▶ Balance ─▶ [InstanceBreaker?] ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
+//!   ─▶ Balance [InstanceBreaker?] ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
 //! ```
 //!
 //! `Timeout` holds the call's deadline (the RPC timeout) over every attempt; a method whose
@@ -212,8 +212,8 @@ fn instance_failure(e: &ClientError) -> bool {
 }
 
 type Transport<E> = Decode<Rc<CorePool<E>>>;
-type WithInstance<E> = Hooked<Transport<E>, Option<InstanceBreakerHook<TurnClock, FailFn>>>;
-type Balanced<E> = Balance<WithInstance<E>, Rc<AnyBalancer>, CallKey>;
+type InstanceHook = Option<InstanceBreakerHook<TurnClock, FailFn>>;
+type Balanced<E> = Balance<Transport<E>, Rc<AnyBalancer>, CallKey, InstanceHook>;
 type Retried<E> = Maybe<Retry<Balanced<E>, E, ErrorFilter, SystemClock>, Balanced<E>>;
 type Backed<E> = Maybe<Backup<Retried<E>, E, SystemClock>, Retried<E>>;
 type Timed<E> = Timeout<Backed<E>, E>;
@@ -252,14 +252,6 @@ impl<E: Engine> CoreClient<E> {
         let instance_breakers = config
             .instance_breaker
             .map(|c| Rc::new(InstanceBreakers::with_clock(c, TurnClock)));
-        let svc: WithInstance<E> = Hooked::new(
-            transport,
-            instance_breakers.as_ref().map(|b| {
-                InstanceBreakerLayer::new(b.clone())
-                    .failure_policy(instance_failure as FailFn)
-                    .into_hook()
-            }),
-        );
         let balancer = Rc::new(AnyBalancer::new(
             config.balancer,
             config.effective_instances(),
@@ -269,12 +261,20 @@ impl<E: Engine> CoreClient<E> {
             let b = b.clone();
             balance = balance.filter(move |a| b.is_available(a));
         }
+        // The instance breaker runs as the balancer's hook, around the call to the picked
+        // instance, rather than as a stage of its own around the transport.
+        let instance_hook: InstanceHook = instance_breakers.as_ref().map(|b| {
+            InstanceBreakerLayer::new(b.clone())
+                .failure_policy(instance_failure as FailFn)
+                .into_hook()
+        });
         let svc: Balanced<E> = balance
             .key(CallKey {
                 consistent: config.balancer == LoadBalancerKind::ConsistentHash,
                 key: config.hash_key.clone(),
             })
-            .layer(svc);
+            .hook(instance_hook)
+            .layer(transport);
         // Retry and backup share one budget; a stage no method uses is left out.
         let budget = Rc::new(RetryBudget::new(config.retry_budget));
         let svc: Retried<E> = if config.retry.is_none() {

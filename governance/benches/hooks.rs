@@ -146,7 +146,7 @@ fn bench_hooks(c: &mut Criterion) {
             .clock(TurnClock)
             .into_hook()
     };
-    // The balancer skips instances whose breaker is open, and the hook records into them: the
+    // The balancer skips instances whose breaker is open, and its hook records into them: the
     // client's shape (client/src/pipeline.rs).
     let balanced_with_instance_breakers = || {
         let breakers = Rc::new(InstanceBreakers::with_clock(
@@ -156,10 +156,8 @@ fn bench_hooks(c: &mut Criterion) {
         let filter = breakers.clone();
         BalanceLayer::new(balancer())
             .filter(move |a| filter.is_available(a))
-            .layer(Hooked::new(
-                echo(),
-                Some(InstanceBreakerLayer::new(breakers).into_hook()),
-            ))
+            .hook(Some(InstanceBreakerLayer::new(breakers).into_hook()))
+            .layer(echo())
     };
 
     bench(

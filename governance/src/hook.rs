@@ -54,6 +54,22 @@ pub fn reject<T, Res, Err>(error: impl Into<Err>) -> ControlFlow<Result<Res, Err
     ControlFlow::Break(Err(error.into()))
 }
 
+/// No hook.
+impl<Cx, Req, Res, Err> CallHook<Cx, Req, Res, Err> for () {
+    type Token<'a>
+        = ()
+    where
+        Self: 'a;
+
+    fn before(&self, _: &mut Cx, _: &Req) -> ControlFlow<Result<Res, Err>> {
+        ControlFlow::Continue(())
+    }
+
+    fn after(&self, (): (), _: &mut Cx, result: Result<Res, Err>) -> Result<Res, Err> {
+        result
+    }
+}
+
 /// An unconfigured hook does nothing.
 impl<Cx, Req, Res, Err, H> CallHook<Cx, Req, Res, Err> for Option<H>
 where

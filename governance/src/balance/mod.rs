@@ -24,6 +24,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 
 pub use consistent::{ConsistentHash, ConsistentHashConfig};
@@ -32,6 +33,7 @@ pub use random::WeightedRandom;
 pub use rng::{hash_key, FastRng};
 pub use wrr::WeightedRoundRobin;
 
+use crate::hook::CallHook;
 use crate::{Layer, Service};
 
 /// One instance of the called service, as service discovery reports it.
@@ -194,14 +196,16 @@ impl<Cx, Req, F: Fn(&Cx, &Req) -> u64> PickKey<Cx, Req> for F {
 /// An availability filter shared by the balancing service of one core.
 pub type AvailabilityFilter = Rc<dyn Fn(SocketAddr) -> bool>;
 
-/// Builds [`Balance`] services: pick an instance with `B`, skipping those `filter` rejects.
-pub struct BalanceLayer<B, K = NoKey> {
+/// Builds [`Balance`] services: pick an instance with `B`, skipping those `filter` rejects,
+/// and run the hook `H` around the call to the picked instance.
+pub struct BalanceLayer<B, K = NoKey, H = ()> {
     balancer: B,
     filter: Option<AvailabilityFilter>,
     key: K,
+    hook: H,
 }
 
-impl<B: std::fmt::Debug, K: std::fmt::Debug> std::fmt::Debug for BalanceLayer<B, K> {
+impl<B: std::fmt::Debug, K: std::fmt::Debug, H> std::fmt::Debug for BalanceLayer<B, K, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BalanceLayer")
             .field("balancer", &self.balancer)
@@ -219,11 +223,12 @@ impl<B: LoadBalancer> BalanceLayer<B> {
             balancer,
             filter: None,
             key: NoKey,
+            hook: (),
         }
     }
 }
 
-impl<B: LoadBalancer, K> BalanceLayer<B, K> {
+impl<B: LoadBalancer, K, H> BalanceLayer<B, K, H> {
     /// Skips instances for which `filter(addr)` is false, e.g.
     /// `move |a| breakers.is_available(a)` over [`crate::breaker::InstanceBreakers`].
     pub fn filter(mut self, filter: impl Fn(SocketAddr) -> bool + 'static) -> Self {
@@ -233,17 +238,30 @@ impl<B: LoadBalancer, K> BalanceLayer<B, K> {
 
     /// Hashes each call with `key` (for [`ConsistentHash`]); `key` may be a closure
     /// `Fn(&Cx, &Req) -> u64`, typically [`hash_key`] over a field of the request or metainfo.
-    pub fn key<K2>(self, key: K2) -> BalanceLayer<B, K2> {
+    pub fn key<K2>(self, key: K2) -> BalanceLayer<B, K2, H> {
         BalanceLayer {
             balancer: self.balancer,
             filter: self.filter,
             key,
+            hook: self.hook,
+        }
+    }
+
+    /// Runs `hook` around each call once its instance is picked (and set as the context's
+    /// target): typically an [`InstanceBreakerHook`](crate::breaker::InstanceBreakerHook), in
+    /// this stage rather than in one of its own around the transport.
+    pub fn hook<H2>(self, hook: H2) -> BalanceLayer<B, K, H2> {
+        BalanceLayer {
+            balancer: self.balancer,
+            filter: self.filter,
+            key: self.key,
+            hook,
         }
     }
 }
 
-impl<S, B, K> Layer<S> for BalanceLayer<B, K> {
-    type Service = Balance<S, B, K>;
+impl<S, B, K, H> Layer<S> for BalanceLayer<B, K, H> {
+    type Service = Balance<S, B, K, H>;
 
     fn layer(self, inner: S) -> Self::Service {
         Balance {
@@ -251,20 +269,22 @@ impl<S, B, K> Layer<S> for BalanceLayer<B, K> {
             balancer: self.balancer,
             filter: self.filter,
             key: self.key,
+            hook: self.hook,
         }
     }
 }
 
 /// A service that routes each call to an instance picked by its balancer; see [`BalanceLayer`].
-pub struct Balance<S, B, K> {
+pub struct Balance<S, B, K, H = ()> {
     inner: S,
     balancer: B,
     filter: Option<AvailabilityFilter>,
     key: K,
+    hook: H,
 }
 
-impl<S: std::fmt::Debug, B: std::fmt::Debug, K: std::fmt::Debug> std::fmt::Debug
-    for Balance<S, B, K>
+impl<S: std::fmt::Debug, B: std::fmt::Debug, K: std::fmt::Debug, H> std::fmt::Debug
+    for Balance<S, B, K, H>
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Balance")
@@ -276,20 +296,21 @@ impl<S: std::fmt::Debug, B: std::fmt::Debug, K: std::fmt::Debug> std::fmt::Debug
     }
 }
 
-impl<S, B, K> Balance<S, B, K> {
+impl<S, B, K, H> Balance<S, B, K, H> {
     /// The balancer (to apply discovery updates through [`LoadBalancer::update`]).
     pub fn balancer(&self) -> &B {
         &self.balancer
     }
 }
 
-impl<Cx, Req, S, B, K> Service<Cx, Req> for Balance<S, B, K>
+impl<Cx, Req, S, B, K, H> Service<Cx, Req> for Balance<S, B, K, H>
 where
     Cx: CallTarget,
     S: Service<Cx, Req>,
     S::Error: From<BalanceError>,
     B: LoadBalancer,
     K: PickKey<Cx, Req>,
+    H: CallHook<Cx, Req, S::Response, S::Error>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -316,7 +337,13 @@ where
         async move {
             let picked = picked?;
             cx.set_target(Some(picked.addr));
-            let result = self.inner.call(cx, req).await;
+            let result = match self.hook.before(cx, &req) {
+                ControlFlow::Continue(token) => {
+                    let result = self.inner.call(cx, req).await;
+                    self.hook.after(token, cx, result)
+                }
+                ControlFlow::Break(result) => result,
+            };
             drop(picked.guard);
             if result.is_err() && pinned.is_none() {
                 cx.note_failure(picked.addr);
