@@ -317,16 +317,10 @@ impl<E: Engine> CoreClient<E> {
         });
         let pipeline: Hooks<E> = Hooked::new(svc, (metrics, (fallback, (acl, breakers))));
         // Observability outermost: trace span and tracer hooks.
-        let pipeline: Pipeline<E> = if config.tracer.is_some() || config.tracing {
-            Maybe::On(
-                ObsLayer::new("client")
-                    .span(config.tracing)
-                    .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
-                    .layer(pipeline),
-            )
-        } else {
-            Maybe::Off(pipeline)
-        };
+        let pipeline: Pipeline<E> = ObsLayer::new("client")
+            .span(config.tracing)
+            .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
+            .layer_if_configured(pipeline);
         Self {
             pipeline,
             balancer,

@@ -23,7 +23,7 @@ use ringrpc_governance::obs::{
     CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, MetricsServer, ObsLayer, Tracer,
 };
 use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
-use ringrpc_governance::{Hooked, Layer, Maybe};
+use ringrpc_governance::{Hooked, Layer};
 
 use crate::conn::{serve, CoreServer};
 use crate::hooks::{error_kind, RegisterConfig, TracerHook};
@@ -560,16 +560,10 @@ async fn accept_loop<E: Engine>(
             .into_hook()
     });
     let pipeline = Hooked::new(timed, (metrics_hook, (limiter, (acl, fallback))));
-    let pipeline = if config.tracer.is_some() || config.tracing {
-        Maybe::On(
-            ObsLayer::new("server")
-                .span(config.tracing)
-                .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
-                .layer(pipeline),
-        )
-    } else {
-        Maybe::Off(pipeline)
-    };
+    let pipeline = ObsLayer::new("server")
+        .span(config.tracing)
+        .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
+        .layer_if_configured(pipeline);
     let state = Rc::new(CoreServer {
         pipeline,
         metrics,

@@ -15,7 +15,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::trace::{CallInfo, CallOutcome, CallStatus, Tracer};
-use crate::{Layer, Service};
+use crate::{Layer, Maybe, Service};
 
 /// A tracer that does nothing: the type of [`ObsLayer`] without one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,6 +59,18 @@ impl<T> ObsLayer<T> {
             side: self.side,
             span: self.span,
             tracer,
+        }
+    }
+}
+
+impl<T> ObsLayer<T> {
+    /// Wraps `inner` when there is something to do (a span or a tracer); otherwise leaves it
+    /// as it is, so a pipeline without tracing pays nothing for this stage.
+    pub fn layer_if_configured<S>(self, inner: S) -> Maybe<Observed<S, T>, S> {
+        if self.span || self.tracer.is_some() {
+            Maybe::On(self.layer(inner))
+        } else {
+            Maybe::Off(inner)
         }
     }
 }
