@@ -61,9 +61,7 @@ impl<T> ObsLayer<T> {
             tracer,
         }
     }
-}
 
-impl<T> ObsLayer<T> {
     /// Wraps `inner` when there is something to do (a span or a tracer); otherwise leaves it
     /// as it is, so a pipeline without tracing pays nothing for this stage.
     pub fn layer_if_configured<S>(self, inner: S) -> Maybe<Observed<S, T>, S> {
