@@ -80,15 +80,13 @@ impl<C: Clock> InstanceBreakers<C> {
     /// [`BreakerError::InstanceOpen`] when `addr`'s breaker rejects it.
     pub fn try_acquire_at(&self, addr: SocketAddr) -> Result<(Rc<Breaker>, Ticket), BreakerError> {
         let now = self.clock.now();
-        let breaker = self
-            .map
-            .borrow_mut()
-            .entry(addr)
-            .or_insert_with(|| {
-                let tally = self.not_closed.clone();
-                Rc::new(Breaker::tallied(self.config, now, tally))
-            })
-            .clone();
+        let known = self.map.borrow().get(&addr).cloned();
+        let breaker = known.unwrap_or_else(|| {
+            let tally = self.not_closed.clone();
+            let b = Rc::new(Breaker::tallied(self.config, now, tally));
+            self.map.borrow_mut().insert(addr, b.clone());
+            b
+        });
         match breaker.try_acquire(now) {
             Ok(ticket) => Ok((breaker, ticket)),
             Err(_) => Err(BreakerError::InstanceOpen(addr)),
