@@ -12,7 +12,7 @@ use ringrpc_engine::Engine;
 use super::{CallMethod, PerMethod, RetryBudget, RetryConfig, RetryPolicy};
 use crate::balance::FastRng;
 use crate::clock::{Clock, SystemClock};
-use crate::timeout::TimeoutError;
+use crate::timeout::{deadline_within, TimeoutError};
 use crate::{CallDeadline, CallTarget, Layer, Service};
 
 /// Builds [`Retry`] services on engine `E` (used for the backoff sleeps).
@@ -147,8 +147,7 @@ impl<S, E, P, C> Retry<S, E, P, C> {
             return self.inner.call(cx, req).await;
         };
         let began = self.clock.now();
-        let own = began + timeout;
-        let deadline = overall.map_or(own, |d| d.min(own));
+        let deadline = deadline_within(began, timeout, overall);
         cx.set_deadline(Some(deadline));
         let result = timeout_at::<E, _>(deadline, self.inner.call(cx, req)).await;
         cx.set_deadline(overall);
@@ -157,10 +156,7 @@ impl<S, E, P, C> Retry<S, E, P, C> {
                 cx.note_failure(picked);
             }
             cx.set_target(pinned);
-            Err(TimeoutError {
-                after: deadline.saturating_duration_since(began),
-            }
-            .into())
+            Err(TimeoutError::between(began, deadline).into())
         })
     }
 }

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringrpc_engine::time::timeout_at;
 use ringrpc_engine::Engine;
@@ -20,6 +20,22 @@ use crate::{CallDeadline, Layer, Service};
 pub struct TimeoutError {
     /// The time from the call's start to its deadline.
     pub after: Duration,
+}
+
+impl TimeoutError {
+    /// The timeout of a call that started at `start` and had `deadline`.
+    pub fn between(start: Instant, deadline: Instant) -> Self {
+        Self {
+            after: deadline.saturating_duration_since(start),
+        }
+    }
+}
+
+/// The deadline of a call that starts at `start` and may take `limit` at most, under the
+/// caller's `deadline` if it has one: the earlier of the two.
+pub fn deadline_within(start: Instant, limit: Duration, deadline: Option<Instant>) -> Instant {
+    let own = start + limit;
+    deadline.map_or(own, |d| d.min(own))
 }
 
 /// Configuration of the timeout layer.
@@ -92,10 +108,9 @@ where
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
         // The turn's clock: a deadline at most one loop turn early, without a clock read per call.
         let start = ringrpc_engine::turn_now();
-        let own = self.config.timeout.map(|t| start + t);
-        let deadline = match (cx.deadline(), own) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let deadline = match self.config.timeout {
+            Some(limit) => Some(deadline_within(start, limit, cx.deadline())),
+            None => cx.deadline(),
         };
         cx.set_deadline(deadline);
         let fut = self.inner.call(cx, req);
@@ -105,10 +120,7 @@ where
             };
             match timeout_at::<E, _>(deadline, fut).await {
                 Ok(r) => r,
-                Err(_) => Err(TimeoutError {
-                    after: deadline.saturating_duration_since(start),
-                }
-                .into()),
+                Err(_) => Err(TimeoutError::between(start, deadline).into()),
             }
         }
     }
