@@ -8,9 +8,14 @@ use thrift::protocol::{
     TFieldIdentifier, TInputProtocol, TOutputProtocol, TSerializable, TStructIdentifier, TType,
 };
 
-/// Reads `tests/vectors/<name>.hex` (in-repo copy) as bytes.
+/// Reads `codec/tests/vectors/<name>.hex` (in-repo copy) as bytes. The path goes through the
+/// workspace so that other crates' tests can include this module (`#[path]`) and read the
+/// same files.
 pub fn vector(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/vectors/{name}.hex", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../codec/tests/vectors/{name}.hex",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     hex(text.trim())
 }

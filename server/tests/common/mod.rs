@@ -251,19 +251,12 @@ pub fn req(action: &str, msg: impl Into<String>) -> Args1<Request> {
     Args1(Request::new(action.into(), msg.into()))
 }
 
+/// The codec's test support, for its golden-vector loading.
+#[path = "../../../codec/tests/common/mod.rs"]
+mod codec_common;
+
 /// Reads `codec/tests/vectors/<name>.hex`.
-pub fn vector(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../codec/tests/vectors/{name}.hex",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let text = text.trim();
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
+pub use codec_common::vector;
 
 /// Decodes every whole frame of `bytes`; panics on a decode error or trailing bytes.
 pub fn decode_all(bytes: &[u8]) -> Vec<Frame> {
