@@ -256,7 +256,9 @@ pub fn req(action: &str, msg: impl Into<String>) -> Args1<Request> {
 mod codec_common;
 
 /// Reads `codec/tests/vectors/<name>.hex`.
-pub use codec_common::vector;
+pub fn vector(name: &str) -> Vec<u8> {
+    codec_common::vector(name)
+}
 
 /// Decodes every whole frame of `bytes`; panics on a decode error or trailing bytes.
 pub fn decode_all(bytes: &[u8]) -> Vec<Frame> {
