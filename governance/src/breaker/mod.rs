@@ -145,10 +145,9 @@ pub struct Breaker {
     /// Bumped on every state change; results from tickets of an earlier generation are ignored.
     generation: Cell<u64>,
     window: RefCell<RollingWindow<Counts>>,
-    /// The count of breakers not closed in this breaker's group (see [`InstanceBreakers`]),
-    /// and whether this one is counted in it now.
+    /// The count of breakers not closed in this breaker's group (see [`InstanceBreakers`]);
+    /// this one is in it while it is not closed and not detached.
     tally: Option<Rc<Cell<usize>>>,
-    counted: Cell<bool>,
     detached: Cell<bool>,
 }
 
@@ -161,7 +160,6 @@ impl Breaker {
             generation: Cell::new(0),
             window: RefCell::new(RollingWindow::new(config.window, config.buckets, now)),
             tally: None,
-            counted: Cell::new(false),
             detached: Cell::new(false),
         }
     }
@@ -178,14 +176,19 @@ impl Breaker {
     /// Leaves the group: no longer counted in its tally, whatever happens to it later (calls
     /// admitted before may still record into it).
     pub(crate) fn detach(&self) {
+        self.count_in_tally(false);
         self.detached.set(true);
-        self.count(false);
     }
 
-    fn count(&self, counted: bool) {
+    /// Whether this breaker is in its group's tally now.
+    fn in_tally(&self) -> bool {
+        self.state.get() != BreakerState::Closed && !self.detached.get()
+    }
+
+    /// Puts this breaker in its group's tally, or takes it out.
+    fn count_in_tally(&self, counted: bool) {
         if let Some(tally) = &self.tally {
-            if counted != self.counted.get() {
-                self.counted.set(counted);
+            if counted != self.in_tally() {
                 tally.set(if counted {
                     tally.get() + 1
                 } else {
@@ -233,8 +236,8 @@ impl Breaker {
     }
 
     fn transition(&self, to: BreakerState) {
+        self.count_in_tally(to != BreakerState::Closed && !self.detached.get());
         self.state.set(to);
-        self.count(to != BreakerState::Closed && !self.detached.get());
         self.generation.set(self.generation.get() + 1);
         self.window.borrow_mut().reset();
     }
