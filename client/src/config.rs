@@ -417,7 +417,7 @@ impl ClientConfig {
     }
 
     /// Records call metrics into `registry` (see [`ClientConfig::metrics`]). Serve them with
-    /// `governance::obs::MetricsServer::serve(addr, registry)` or read `registry.render()`.
+    /// `ringrpc_metrics_http::MetricsServer::serve(addr, registry)` or read `registry.render()`.
     pub fn metrics(mut self, registry: MetricsRegistry) -> Self {
         self.metrics = Some(registry);
         self

@@ -11,8 +11,9 @@
 //! functions), [`fallback`] (errors turned into replies). Time-dependent state reads a
 //! [`clock::Clock`]. `docs/governance.md` shows how they compose.
 //!
-//! Beside the pipeline: [`discovery`] (resolvers and registries, etcd with feature `etcd`) and
-//! [`obs`] (per-core metrics, Prometheus endpoint, tracing).
+//! Beside the pipeline: [`discovery`] (resolvers and registries; etcd is crate
+//! `ringrpc-discovery-etcd`) and [`obs`] (per-core metrics, Prometheus text, tracing; the HTTP
+//! endpoint is crate `ringrpc-metrics-http`). No sockets here: the I/O adapters are those crates.
 
 #![forbid(unsafe_code)]
 

@@ -1,11 +1,9 @@
-//! Observability: Prometheus rendering (parsed back), the `/metrics` endpoint, the metrics
-//! layer's counts, merging across engine cores, tracer hook order, and the `tracing` span.
+//! Observability: Prometheus rendering (parsed back), the metrics layer's counts, merging across engine cores, tracer hook order, and the `tracing` span.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Wake, Waker};
@@ -15,10 +13,10 @@ use ringrpc_engine::baseline::Baseline;
 use ringrpc_engine::oneshot::block_on;
 use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{CoreId, Engine, RuntimeConfig};
-use ringrpc_governance::obs::prometheus::{self, Family, MetricKind, Sample, CONTENT_TYPE};
+use ringrpc_governance::obs::prometheus::{self, Family, MetricKind, Sample};
 use ringrpc_governance::obs::{
-    CallInfo, CallOutcome, CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry,
-    MetricsServer, TraceLayer, Tracer, TracerLayer,
+    CallInfo, CallOutcome, CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, TraceLayer,
+    Tracer, TracerLayer,
 };
 use ringrpc_governance::{service_fn, CallMethod, Layer, Service};
 
@@ -247,57 +245,6 @@ fn renderer_writes_help_type_and_escapes() {
     );
     assert_eq!(prometheus::format_value(f64::INFINITY), "+Inf");
     assert_eq!(prometheus::format_value(0.25), "0.25");
-}
-
-fn http(addr: SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-#[test]
-fn endpoint_serves_get_metrics() {
-    let registry = MetricsRegistry::new(MetricsConfig::subsystem("client"));
-    let metrics = CoreMetrics::new(&[0.01]);
-    metrics
-        .method("Ping")
-        .record(Duration::from_millis(1), None);
-    registry.publish(0, metrics.snapshot());
-    let server = MetricsServer::serve("127.0.0.1:0".parse().unwrap(), registry).unwrap();
-    let addr = server.local_addr();
-    assert_ne!(addr.port(), 0);
-
-    let resp = http(
-        addr,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n",
-    );
-    let (head, body) = resp.split_once("\r\n\r\n").expect("head and body");
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(
-        head.lines()
-            .any(|l| l.eq_ignore_ascii_case(&format!("content-type: {CONTENT_TYPE}"))),
-        "{head}"
-    );
-    assert!(
-        head.contains(&format!("Content-Length: {}", body.len())),
-        "{head}"
-    );
-    let p = parse(body);
-    assert_eq!(
-        p.value("ringrpc_client_calls_total", &[("method", "Ping")]),
-        Some(1.0)
-    );
-
-    let head_only = http(addr, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(head_only.starts_with("HTTP/1.1 200 OK"));
-    assert!(head_only.ends_with("\r\n\r\n"), "HEAD has no body");
-    assert!(http(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404"));
-    assert!(http(addr, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 405"));
-    server.shutdown();
-    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err());
 }
 
 #[derive(Debug, PartialEq)]

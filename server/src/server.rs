@@ -20,10 +20,11 @@ use ringrpc_governance::discovery::{Registration, Registry};
 use ringrpc_governance::fallback::FallbackLayer;
 use ringrpc_governance::limit::{GlobalLimit, LimitConfig};
 use ringrpc_governance::obs::{
-    CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, MetricsServer, ObsLayer, Tracer,
+    CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, ObsLayer, Tracer,
 };
 use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
 use ringrpc_governance::{Hooked, Layer};
+use ringrpc_metrics_http::MetricsServer;
 
 use crate::conn::{serve, CoreServer};
 use crate::hooks::{error_kind, RegisterConfig, TracerHook};

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringrpc_client::governance::balance::Instance;
-use ringrpc_client::governance::discovery::etcd::{EtcdRegistry, EtcdResolver};
-use ringrpc_client::governance::discovery::{LocalEtcd, Registry, Resolver, StaticResolver};
+use ringrpc_client::governance::discovery::{Registry, Resolver, StaticResolver};
 use ringrpc_client::governance::retry::{PerMethod, RetryConfig};
 use ringrpc_client::{CallOptions, Client, ClientConfig};
 use ringrpc_codec::thrift::{Args1, SuccessResult};
+use ringrpc_discovery_etcd::{EtcdRegistry, EtcdResolver, LocalEtcd};
 use ringrpc_engine::{Engine, RuntimeConfig};
 use ringrpc_example_echo::{Request, Response};
 use ringrpc_server::{CallContext, HandlerError, RegisterConfig, RunningServer, ServiceDef};

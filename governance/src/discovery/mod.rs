@@ -6,10 +6,10 @@
 //! - [`Registry`]: a server announces itself on start ([`Registry::register`]) and withdraws on
 //!   shutdown ([`Registry::deregister`]).
 //! - [`StaticResolver`]: a fixed list, for tests and for clients given addresses directly.
-//! - `etcd` (feature `etcd`): [`etcd::EtcdRegistry`] and [`etcd::EtcdResolver`], keys
-//!   `kitex/registry-etcd/<service>/<addr>` (kitex-contrib/registry-etcd's layout) bound to a
-//!   lease kept alive by the registrant, so a server that dies without deregistering
-//!   disappears when its lease runs out.
+//! - etcd: crate `ringrpc-discovery-etcd` (`EtcdRegistry`, `EtcdResolver`) implements these
+//!   traits, keys `kitex/registry-etcd/<service>/<addr>` (kitex-contrib/registry-etcd's layout)
+//!   bound to a lease kept alive by the registrant. It is a crate of its own so that this one
+//!   has no sockets, tokio or protoc.
 //!
 //! Balancers are per core ([`crate::balance`]), so a snapshot must reach every core. A
 //! [`CoreFanout`] does that: its [`CoreFanout::sink`] is the watch callback; it posts each
@@ -27,12 +27,6 @@
 //! fanout.subscribe_balancer(&lb);
 //! ```
 
-#[cfg(feature = "etcd")]
-pub mod etcd;
-#[cfg(feature = "etcd")]
-mod local_etcd;
-#[cfg(feature = "etcd")]
-pub use local_etcd::LocalEtcd;
 mod fanout;
 
 use std::fmt;

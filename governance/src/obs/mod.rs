@@ -4,8 +4,8 @@
 //!   latency histograms per method, calls in flight, connections), recorded by a
 //!   [`MetricsLayer`]; a [`MetricsRegistry`] (`Send + Sync`, cloneable) merges every core's
 //!   snapshot off the request path and adds the engine's per-core counters.
-//! - [`prometheus`]: the text exposition format; [`http::MetricsServer`] serves it at
-//!   `GET /metrics` from a plain thread.
+//! - [`prometheus`]: the text exposition format (no I/O); crate `ringrpc-metrics-http`'s
+//!   `MetricsServer` serves it at `GET /metrics` from a plain thread.
 //! - [`trace`]: a `tracing` span per call ([`TraceLayer`]) and Kitex-style [`Tracer`] hooks
 //!   ([`TracerLayer`]).
 //! - [`stage`]: [`ObsLayer`], span and tracer as one stage (one future level instead of two;
@@ -28,13 +28,11 @@
 //! // Accept loop: metrics.connection_opened() / connection_closed().
 //! ```
 
-pub mod http;
 pub mod metrics;
 pub mod prometheus;
 pub mod stage;
 pub mod trace;
 
-pub use http::MetricsServer;
 pub use metrics::{
     CoreMetrics, ErrorKind, HistogramSnapshot, MethodSnapshot, Metrics, MetricsConfig, MetricsHook,
     MetricsLayer, MetricsRegistry, MetricsSnapshot, OneKind, Recording, DEFAULT_BUCKETS,

@@ -1,6 +1,6 @@
 //! A private etcd server on free loopback ports, for tests and local development.
 //!
-//! The discovery tests of this crate and of `ringrpc-server` start one each: a real etcd (Debian's
+//! The etcd tests of this crate and the discovery tests of `ringrpc-server` start one each: a real etcd (Debian's
 //! `etcd-server`, installed by `scripts/install-test-deps.sh`), its own data directory under the
 //! system temp dir, killed and wiped on drop, so tests can run in parallel and leave nothing.
 
@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::etcd::EtcdConfig;
-use super::DiscoveryError;
+use ringrpc_governance::discovery::DiscoveryError;
+
+use crate::EtcdConfig;
 
 /// How long [`LocalEtcd::start`] waits for the server to report healthy.
 const START_LIMIT: Duration = Duration::from_secs(15);

@@ -10,11 +10,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringrpc_discovery_etcd::{EtcdConfig, EtcdRegistry, EtcdResolver, LocalEtcd};
 use ringrpc_governance::balance::Instance;
-use ringrpc_governance::discovery::etcd::{EtcdConfig, EtcdRegistry, EtcdResolver};
-use ringrpc_governance::discovery::{
-    LocalEtcd, Registration, Registry, Resolver, Snapshot, WatchHandle,
-};
+use ringrpc_governance::discovery::{Registration, Registry, Resolver, Snapshot, WatchHandle};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

@@ -1,8 +1,14 @@
-//! A tiny HTTP/1.1 endpoint serving `GET /metrics` from a plain thread.
+//! A tiny HTTP/1.1 endpoint serving `GET /metrics` from a plain thread: [`MetricsServer`].
+//!
+//! A crate of its own so that `ringrpc-governance` (the metrics, their Prometheus text in
+//! `obs::prometheus`) has no sockets: only the servers and tools that expose an endpoint depend
+//! on this one.
 //!
 //! One request per connection (`Connection: close`), handled in turn on the server's own
 //! thread: scrapes come every few seconds, so nothing more is needed, and the cores never see
 //! it. Requests other than `GET /metrics` (or `HEAD`) get `404` or `405`.
+
+#![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,8 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::metrics::MetricsRegistry;
-use super::prometheus::CONTENT_TYPE;
+use ringrpc_governance::obs::prometheus::CONTENT_TYPE;
+use ringrpc_governance::obs::MetricsRegistry;
 
 /// Longest request head read.
 const MAX_HEAD: usize = 8 * 1024;

@@ -1,4 +1,10 @@
-//! An etcd registry and resolver (feature `etcd`), on the `etcd-client` crate.
+//! etcd service discovery for ringrpc: [`EtcdRegistry`] and [`EtcdResolver`], implementing
+//! `ringrpc-governance`'s [`Registry`] and [`Resolver`] on the `etcd-client` crate.
+//!
+//! A crate of its own so that governance (the traits, [`Snapshot`], the per-core fan-out) builds
+//! and tests without sockets, tokio or protoc: only code that talks to etcd depends on this one.
+//! etcd-client generates its gRPC stubs with protoc at build time (Debian's `protobuf-compiler`;
+//! scripts/install-test-deps.sh installs it).
 //!
 //! Layout, that of kitex-contrib/registry-etcd (checked against its `common.go`,
 //! `etcd_registry.go` and `etcd_resolver.go`, see docs/governance.md): key
@@ -17,9 +23,16 @@
 //!   snapshot, then watches from the next revision and delivers a snapshot after every batch of
 //!   events that changes the list. On a broken watch or a compacted revision it starts over
 //!   with a get, so no change is missed.
+//! - [`LocalEtcd`]: a private etcd server on free loopback ports, for tests.
 //!
 //! etcd-client runs on tokio; each registry and resolver owns a one-thread tokio runtime
 //! (thread `ringrpc-etcd`), so no etcd work ever runs on a core.
+
+#![forbid(unsafe_code)]
+
+mod local;
+
+pub use local::LocalEtcd;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -32,11 +45,11 @@ use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, Wat
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{
+use ringrpc_governance::balance::Instance;
+use ringrpc_governance::discovery::{
     check_service, DiscoveryError, Registration, Registry, Resolver, Snapshot, SnapshotFn,
     WatchHandle,
 };
-use crate::balance::Instance;
 
 /// Kitex's default instance weight, used when an entry has none (or one of 0 or less).
 const DEFAULT_WEIGHT: u32 = 10;
