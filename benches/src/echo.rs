@@ -9,7 +9,7 @@
 //! does not expect falls back to the generic `thrift` crate decoding.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ringrpc_codec::thrift::{read_body, Args1, SuccessResult};
+use ringrpc_codec::apache::{read_body, Args1, SuccessResult};
 use ringrpc_server::{CallContext, HandlerError, ServiceDef};
 
 /// The Thrift IDL service name.
@@ -146,7 +146,7 @@ pub fn reply_matches(protobuf: bool, request: &Bytes, reply: &Bytes) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringrpc_codec::thrift::write_body;
+    use ringrpc_codec::apache::write_body;
 
     #[test]
     fn fast_layout_matches_the_generated_types() {

@@ -219,7 +219,7 @@ impl<E: Engine> Client<E> {
         opts: CallOptions,
     ) -> Result<R, ClientError> {
         let mut buf = BytesMut::with_capacity(256);
-        ringrpc_codec::thrift::write_body(args, &mut buf)?;
+        ringrpc_codec::apache::write_body(args, &mut buf)?;
         let reply = self
             .call_with(
                 method,
@@ -228,7 +228,7 @@ impl<E: Engine> Client<E> {
                 Some(PayloadProtocol::ThriftBinary),
             )
             .await?;
-        Ok(ringrpc_codec::thrift::read_body(reply.body)?)
+        Ok(ringrpc_codec::apache::read_body(reply.body)?)
     }
 
     /// Calls a Kitex Protobuf method. The request is Kitex Protobuf (magic `0x9001`) in the

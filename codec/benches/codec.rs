@@ -7,8 +7,8 @@ use std::hint::black_box;
 use ::thrift::protocol::{TBinaryOutputProtocol, TSerializable};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion};
+use ringrpc_codec::apache::{read_body, BytesOutProtocol, ThriftBody};
 use ringrpc_codec::keys::int;
-use ringrpc_codec::thrift::{read_body, BytesOutProtocol};
 use ringrpc_codec::*;
 
 #[path = "../tests/common/mod.rs"]

@@ -1,8 +1,9 @@
-//! Typed message bodies: one trait over the two payload codecs, so code that moves typed
-//! requests and replies (server methods, client calls) is written once for both.
+//! Typed message bodies: one trait over the payload codecs, so code that moves typed
+//! requests and replies (server methods, client calls) is written once for all of them.
+//! [`ProtobufCodec`] is here; the Thrift one, over the `thrift` crate's generated types, is
+//! `apache::ThriftCodec`.
 
 use bytes::{Bytes, BytesMut};
-use thrift::protocol::TSerializable;
 
 use crate::error::CodecError;
 
@@ -12,20 +13,6 @@ pub trait BodyCodec<T> {
     fn read(body: Bytes) -> Result<T, CodecError>;
     /// Appends the encoded body to `buf`.
     fn write(value: &T, buf: &mut BytesMut) -> Result<(), CodecError>;
-}
-
-/// Thrift binary bodies: any `TSerializable` (Apache Thrift's generated structs).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ThriftCodec;
-
-impl<T: TSerializable> BodyCodec<T> for ThriftCodec {
-    fn read(body: Bytes) -> Result<T, CodecError> {
-        crate::thrift::read_body(body)
-    }
-
-    fn write(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
-        crate::thrift::write_body(value, buf)
-    }
 }
 
 /// Kitex Protobuf bodies: any `prost::Message`.

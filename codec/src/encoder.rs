@@ -2,20 +2,19 @@
 //! Protobuf envelope and any body into a [`ChunkWriter`], back-patching the length fields.
 //!
 //! Bodies implement [`EncodeBody`]: pre-serialized [`Bytes`] (linked without copying when
-//! ≥ [`LINK_THRESHOLD`](crate::LINK_THRESHOLD)), [`ThriftBody`] for the `thrift` crate's
-//! `TSerializable`, [`ProstBody`] for `prost::Message`, [`FnBody`] for a closure, and
-//! exception bodies. [`FrameEncoder`] bundles a reusable writer for the common
+//! ≥ [`LINK_THRESHOLD`](crate::LINK_THRESHOLD)), [`ProstBody`] for `prost::Message`,
+//! [`FnBody`] for a closure, and exception bodies (`apache::ThriftBody` adds the `thrift`
+//! crate's `TSerializable`). [`FrameEncoder`] bundles a reusable writer for the common
 //! "encode one frame into a chunk list" call.
 
 use bytes::Bytes;
-use thrift::protocol::TSerializable;
 
 use crate::error::CodecError;
 use crate::frame::{FrameHead, MessageType, PayloadProtocol};
 use crate::linkbuf::ChunkWriter;
 use crate::protobuf::ErrorProto;
 use crate::thrift::envelope::{encode_envelope, KITEX_PROTOBUF_MAGIC, THRIFT_BINARY_MAGIC};
-use crate::thrift::{ApplicationException, BytesOutProtocol};
+use crate::thrift::ApplicationException;
 use crate::ttheader::{TtHeader, TTHEADER_MAGIC};
 
 /// Something that can write a message body after the envelope.
@@ -34,18 +33,6 @@ impl EncodeBody for Bytes {
 impl EncodeBody for &[u8] {
     fn encode_body(self, w: &mut ChunkWriter) -> Result<(), CodecError> {
         w.put_slice(self);
-        Ok(())
-    }
-}
-
-/// A `thrift` crate `TSerializable` body, written with [`BytesOutProtocol`].
-#[derive(Debug)]
-pub struct ThriftBody<'a, T>(pub &'a T);
-
-impl<T: TSerializable> EncodeBody for ThriftBody<'_, T> {
-    fn encode_body(self, w: &mut ChunkWriter) -> Result<(), CodecError> {
-        self.0
-            .write_to_out_protocol(&mut BytesOutProtocol::new(w.buf_mut()))?;
         Ok(())
     }
 }

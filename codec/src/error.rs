@@ -1,4 +1,6 @@
-//! Error type of the codec: every way a frame can be refused, as one typed enum.
+//! Error types of the codec: every way a frame can be refused, as one typed enum
+//! ([`CodecError`]), and every way a message body can fail to read or write ([`BodyError`]),
+//! in the codec's own terms whichever library (the `thrift` crate, prost) ran the body.
 //!
 //! Decoders never signal "not enough bytes yet" through this type: that is
 //! [`Decoded::NeedMore`](crate::Decoded::NeedMore). A `CodecError` from a decoder means the
@@ -6,6 +8,8 @@
 //! optional exception reply.
 
 use thiserror::Error;
+
+use crate::thrift::ApplicationException;
 
 /// Everything that can go wrong while decoding or encoding a frame.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -119,23 +123,55 @@ pub enum CodecError {
     ProtobufRequiresFraming,
     /// A message body failed to serialize or deserialize.
     #[error("body codec error: {0}")]
-    Body(String),
+    Body(#[from] BodyError),
 }
 
-impl From<thrift::Error> for CodecError {
-    fn from(e: thrift::Error) -> Self {
-        Self::Body(e.to_string())
-    }
+/// Why a message body could not be read or written. The messages say where, in the words of
+/// the library that ran the body.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The input ended inside a value.
+    #[error("body ends early: {0}")]
+    Truncated(String),
+    /// Bytes that are not a value of the expected type: an unknown type code, invalid UTF-8,
+    /// a missing required field.
+    #[error("invalid body data: {0}")]
+    InvalidData(String),
+    /// A negative length or count.
+    #[error("negative size in body: {0}")]
+    NegativeSize(String),
+    /// A length or count larger than the input left, or than a limit.
+    #[error("size limit exceeded in body: {0}")]
+    SizeLimit(String),
+    /// Values nested deeper than the reader follows.
+    #[error("body nested too deep: {0}")]
+    DepthLimit(String),
+    /// A message header of an unsupported protocol version inside the body's code.
+    #[error("bad protocol version in body: {0}")]
+    BadVersion(String),
+    /// Something the protocol cannot express (e.g. a binary-protocol field without an id).
+    #[error("not supported in body: {0}")]
+    Unsupported(String),
+    /// The body's own code raised an application exception.
+    #[error("body raised {0}")]
+    Application(ApplicationException),
+    /// A Kitex Protobuf body failed to encode or decode (prost's reason).
+    #[error("protobuf body: {0}")]
+    Protobuf(String),
+    /// Any other failure of the body's own code (e.g. an error of a user's serializer).
+    #[error("{0}")]
+    Other(String),
 }
 
 impl From<prost::EncodeError> for CodecError {
     fn from(e: prost::EncodeError) -> Self {
-        Self::Body(e.to_string())
+        Self::Body(BodyError::Protobuf(e.to_string()))
     }
 }
 
 impl From<prost::DecodeError> for CodecError {
     fn from(e: prost::DecodeError) -> Self {
-        Self::Body(e.to_string())
+        Self::Body(BodyError::Protobuf(e.to_string()))
     }
 }

@@ -15,15 +15,20 @@
 //!   `header: Option<`[`TtHeader`]`>`) plus `body: Bytes` (zero-copy struct/pb bytes).
 //! * Output: [`FrameEncoder::encode`]`(&mut self, &FrameHead, body: impl `[`EncodeBody`]`, &mut Vec<Bytes>)`
 //!   or the lower-level [`encode_frame`]`(&FrameHead, body, &mut `[`ChunkWriter`]`)`. Bodies:
-//!   `Bytes`, `&[u8]`, [`ThriftBody`]`(&impl TSerializable)`, [`ProstBody`]`(&impl prost::Message)`,
-//!   [`FnBody`]`(closure)`, `&`[`ApplicationException`]. [`FrameHead::reply_to`] builds a reply
-//!   head in the request's framing; [`encode_exception`] / [`FrameEncoder::encode_exception`]
+//!   `Bytes`, `&[u8]`, [`ProstBody`]`(&impl prost::Message)`, [`FnBody`]`(closure)`,
+//!   `&`[`ApplicationException`], and (module `apache`) `ThriftBody(&impl TSerializable)`.
+//!   [`FrameHead::reply_to`] builds a reply head in the request's framing; [`encode_exception`] / [`FrameEncoder::encode_exception`]
 //!   write a `TApplicationException` or [`ErrorProto`] reply.
 //! * TTHeader metadata: [`TtHeader::int_kv`], [`TtHeader::str_kv`], [`TtHeader::set_int_kv`],
 //!   [`TtHeader::set_int_kv_number`], [`TtHeader::set_str_kv`], [`parse_int_value`]; key names
 //!   in [`keys::int`] and [`keys::str`].
-//! * Thrift bodies: [`thrift::BytesOutProtocol`], [`thrift::BytesInProtocol`],
-//!   [`thrift::write_body`], [`thrift::read_body`].
+//! * Errors: [`CodecError`]; a body that fails to read or write is [`CodecError::Body`] with a
+//!   [`BodyError`].
+//! * Apache Thrift's generated types (the `thrift` crate's `TSerializable`) are used only
+//!   through module `apache` (feature `apache`, on by default): `write_body`, `read_body`,
+//!   `ThriftBody`, `ThriftCodec`, `Args1`, `SuccessResult`, and the protocol objects
+//!   `BytesOutProtocol` / `BytesInProtocol`. Nothing else in the codec's API names the
+//!   `thrift` crate.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -48,6 +53,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "apache")]
+pub mod apache;
 pub mod body;
 pub mod decoder;
 pub mod encoder;
@@ -58,12 +65,10 @@ pub mod protobuf;
 pub mod thrift;
 pub mod ttheader;
 
-pub use body::{BodyCodec, ProtobufCodec, ThriftCodec};
+pub use body::{BodyCodec, ProtobufCodec};
 pub use decoder::{Decoded, DecoderConfig, FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
-pub use encoder::{
-    encode_exception, encode_frame, EncodeBody, FnBody, FrameEncoder, ProstBody, ThriftBody,
-};
-pub use error::CodecError;
+pub use encoder::{encode_exception, encode_frame, EncodeBody, FnBody, FrameEncoder, ProstBody};
+pub use error::{BodyError, CodecError};
 pub use frame::{Frame, FrameHead, Framing, MessageType, PayloadProtocol};
 pub use linkbuf::{ChunkWriter, LengthSlot, LinkBuf, LINK_THRESHOLD};
 pub use protobuf::ErrorProto;

@@ -16,7 +16,8 @@ use std::cell::Cell;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use ringrpc_codec::thrift::{read_body, Envelope};
+use ringrpc_codec::apache::read_body;
+use ringrpc_codec::thrift::Envelope;
 use ringrpc_codec::*;
 
 struct CountingAllocator;

@@ -5,6 +5,7 @@ mod common;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{concat, vector};
+use ringrpc_codec::apache::{self, Args1};
 use ringrpc_codec::thrift::Envelope;
 use ringrpc_codec::*;
 
@@ -299,8 +300,62 @@ fn thrift_bad_version() {
         0x8001,
     );
     assert_eq!(env.unwrap_err(), CodecError::BadThriftVersion(0x8002_0001));
-    let r = thrift::read_body::<common::EchoWrapper>(Bytes::from_static(&[12, 0, 1, 99]));
-    assert!(matches!(r, Err(CodecError::Body(_))));
+    let r = apache::read_body::<common::EchoWrapper>(Bytes::from_static(&[12, 0, 1, 99]));
+    assert!(matches!(
+        r,
+        Err(CodecError::Body(BodyError::InvalidData(_)))
+    ));
+}
+
+/// A struct `{1: string}` whose string claims `len` bytes and has `have` of them.
+fn string_field(len: i32, have: usize) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u8(thrift::ttype::STRUCT);
+    b.put_i16(1);
+    b.put_u8(thrift::ttype::STRING);
+    b.put_i16(1);
+    b.put_i32(len);
+    b.put_bytes(b'a', have);
+    b.put_u8(thrift::ttype::STOP);
+    b.put_u8(thrift::ttype::STOP);
+    b.freeze()
+}
+
+#[test]
+fn bad_thrift_bodies_are_typed_body_errors() {
+    use common::EchoWrapper;
+    let read = |b: Bytes| match apache::read_body::<EchoWrapper>(b) {
+        Err(CodecError::Body(e)) => e,
+        other => panic!("expected a body error, got {other:?}"),
+    };
+    // The input ends inside the string.
+    assert!(matches!(read(string_field(10, 3)), BodyError::Truncated(_)));
+    assert!(matches!(
+        read(Bytes::from_static(&[12])),
+        BodyError::Truncated(_)
+    ));
+    // A negative length is a negative size, not an oversized one.
+    assert!(matches!(
+        read(string_field(-1, 0)),
+        BodyError::NegativeSize(_)
+    ));
+    // A list count larger than the bytes left is refused before anything is allocated.
+    let mut b = BytesMut::new();
+    b.put_u8(thrift::ttype::LIST);
+    b.put_i16(9);
+    b.put_u8(thrift::ttype::I32);
+    b.put_i32(1_000_000);
+    b.put_u8(thrift::ttype::STOP);
+    assert!(matches!(read(b.clone().freeze()), BodyError::SizeLimit(_)));
+    b[4..8].copy_from_slice(&(-1i32).to_be_bytes());
+    assert!(matches!(read(b.freeze()), BodyError::NegativeSize(_)));
+    // Invalid UTF-8 in a string field.
+    let mut b = string_field(2, 0).to_vec();
+    b.splice(10..10, [0xFF, 0xFE]);
+    assert!(matches!(read(Bytes::from(b)), BodyError::InvalidData(_)));
+    // The generated-style wrapper without its field.
+    let r = apache::read_body::<Args1<common::EchoRequest>>(Bytes::from_static(&[0]));
+    assert!(matches!(r, Err(CodecError::Body(BodyError::InvalidData(m))) if m.contains("field 1")));
 }
 
 #[test]
@@ -383,7 +438,8 @@ fn encode_errors_leave_nothing_behind() {
     head.header_mut().set_str_kv("k", vec![0u8; 70_000]);
     assert!(encode_frame(&head, Bytes::new(), &mut w).is_err());
     assert!(w.is_empty());
-    let failing = FnBody(|_: &mut ChunkWriter| Err(CodecError::Body("nope".into())));
+    let failing =
+        FnBody(|_: &mut ChunkWriter| Err(CodecError::Body(BodyError::Other("nope".into()))));
     head.header = None;
     assert!(encode_frame(&head, failing, &mut w).is_err());
     assert!(w.is_empty());

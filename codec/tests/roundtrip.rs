@@ -6,6 +6,7 @@ mod common;
 use bytes::{BufMut, Bytes, BytesMut};
 use common::concat;
 use proptest::prelude::*;
+use ringrpc_codec::apache::{self, ThriftBody};
 use ringrpc_codec::ttheader::{info_id, protocol_id, MAX_ENCODED_HEADER_SIZE};
 use ringrpc_codec::*;
 
@@ -388,7 +389,7 @@ fn thrift_and_prost_bodies_round_trip() {
     assert_eq!(bytes.len(), 1067, "spec §2.5 size");
     let f = common::decode_one(&bytes);
     assert_eq!(
-        thrift::read_body::<common::EchoWrapper>(f.body).unwrap(),
+        apache::read_body::<common::EchoWrapper>(f.body).unwrap(),
         req
     );
 

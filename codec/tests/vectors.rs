@@ -5,8 +5,8 @@ mod common;
 
 use bytes::Bytes;
 use common::{concat, decode_one, vector, EchoRequest, EchoWrapper};
+use ringrpc_codec::apache::{read_body, ThriftBody};
 use ringrpc_codec::keys::{int, str as skeys};
-use ringrpc_codec::thrift::read_body;
 use ringrpc_codec::*;
 
 /// (header words, str kvs, int kvs).

@@ -19,7 +19,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use ringrpc_codec::{ApplicationException, BodyCodec, ExceptionKind, ProtobufCodec, ThriftCodec};
+use ringrpc_codec::apache::ThriftCodec;
+use ringrpc_codec::{ApplicationException, BodyCodec, ExceptionKind, ProtobufCodec};
 use ringrpc_governance::Service;
 use thrift::protocol::TSerializable;
 

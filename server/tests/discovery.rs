@@ -15,7 +15,7 @@ use ringrpc_client::governance::balance::Instance;
 use ringrpc_client::governance::discovery::{Registry, Resolver, StaticResolver};
 use ringrpc_client::governance::retry::{PerMethod, RetryConfig};
 use ringrpc_client::{CallOptions, Client, ClientConfig};
-use ringrpc_codec::thrift::{Args1, SuccessResult};
+use ringrpc_codec::apache::{Args1, SuccessResult};
 use ringrpc_discovery_etcd::{EtcdRegistry, EtcdResolver, LocalEtcd};
 use ringrpc_engine::{Engine, RuntimeConfig};
 use ringrpc_example_echo::{Request, Response};

@@ -13,8 +13,8 @@ use common::*;
 use ringrpc_client::{
     CallOptions, Client, ClientConfig, ClientError, ConnMode, OutsideClient, Protocol, Reply,
 };
+use ringrpc_codec::apache::SuccessResult;
 use ringrpc_codec::keys::str as skeys;
-use ringrpc_codec::thrift::SuccessResult;
 use ringrpc_codec::{
     ExceptionKind, FrameEncoder, FrameHead, Framing, MessageType, PayloadProtocol,
 };
@@ -65,12 +65,12 @@ async fn echo_ok<E: TestEngine>(c: &Client<E>, action: &str, msg: String) -> Res
 /// The body of an `Echo` call, for `call_raw`.
 fn echo_body(action: &str, msg: &str) -> Bytes {
     let mut buf = BytesMut::new();
-    ringrpc_codec::thrift::write_body(&req(action, msg), &mut buf).unwrap();
+    ringrpc_codec::apache::write_body(&req(action, msg), &mut buf).unwrap();
     buf.freeze()
 }
 
 fn decode_response(reply: &Reply) -> Response {
-    ringrpc_codec::thrift::read_body::<SuccessResult<Response>>(reply.body.clone())
+    ringrpc_codec::apache::read_body::<SuccessResult<Response>>(reply.body.clone())
         .expect("reply body decodes")
         .0
 }

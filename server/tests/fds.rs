@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringrpc_client::{CallOptions, Client, ClientConfig, ConnMode};
-use ringrpc_codec::thrift::SuccessResult;
+use ringrpc_codec::apache::SuccessResult;
 use ringrpc_engine::baseline::Baseline;
 use ringrpc_engine::uring::Uring;
 use ringrpc_example_echo::Response;

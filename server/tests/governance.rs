@@ -19,7 +19,7 @@ use ringrpc_client::governance::retry::{Backoff, BudgetConfig, PerMethod, RetryC
 use ringrpc_client::{
     CallOptions, Client, ClientConfig, ClientContext, ClientError, LoadBalancerKind, Reply,
 };
-use ringrpc_codec::thrift::{Args1, SuccessResult};
+use ringrpc_codec::apache::{Args1, SuccessResult};
 use ringrpc_engine::Engine;
 use ringrpc_example_echo::{Request, Response};
 use ringrpc_governance::limit::LimitConfig;
@@ -662,7 +662,7 @@ fn acl_fallback_and_metainfo_along_a_chain<E: TestEngine>() {
             .fallback(|cx: &mut ClientContext, e: ClientError| match e {
                 ClientError::Remote { .. } => {
                     let mut body = bytes::BytesMut::new();
-                    ringrpc_codec::thrift::write_body(
+                    ringrpc_codec::apache::write_body(
                         &SuccessResult(Response::new("fallback".into(), cx.method.clone())),
                         &mut body,
                     )

@@ -16,7 +16,7 @@ use ringrpc_client::governance::obs::{
     CallInfo, CallOutcome, CallStatus, MetricsConfig, MetricsRegistry, Tracer,
 };
 use ringrpc_client::{CallOptions, Client, ClientConfig};
-use ringrpc_codec::thrift::SuccessResult;
+use ringrpc_codec::apache::SuccessResult;
 use ringrpc_engine::RuntimeConfig;
 use ringrpc_example_echo::Response;
 

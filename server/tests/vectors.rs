@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
+use ringrpc_codec::apache::{Args1, SuccessResult};
 use ringrpc_codec::keys::str as skeys;
-use ringrpc_codec::thrift::{Args1, SuccessResult};
 use ringrpc_codec::{ExceptionKind, Frame, Framing, MessageType};
 use ringrpc_server::{CallContext, HandlerError, RunningServer, ServiceDef};
 use thrift::protocol::{

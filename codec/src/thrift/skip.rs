@@ -1,7 +1,7 @@
 //! Thrift binary skip pass: finds where a value ends without decoding it.
 //!
 //! Used to find the end of an *unframed* (Buffered) message directly on the
-//! [`LinkBuf`](crate::LinkBuf) (spec §2.2, like Kitex's skip decoder) and to skip unknown
+//! [`LinkBuf`] (spec §2.2, like Kitex's skip decoder) and to skip unknown
 //! fields of a `TApplicationException`. It never allocates: lengths and counts are only
 //! added to a position, and checked against a byte limit first, so a huge count is refused
 //! instead of looped over. Nesting is bounded by [`MAX_SKIP_DEPTH`].

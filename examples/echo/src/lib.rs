@@ -8,7 +8,7 @@
 //!
 //! The `thrift` crate is pinned to the generator's version (0.17.0). The generator keeps each
 //! method's `_args`/`_result` structs private, so calls wrap the request and response in
-//! [`ringrpc_codec::thrift::Args1`] and [`ringrpc_codec::thrift::SuccessResult`], which have the
+//! [`ringrpc_codec::apache::Args1`] and [`ringrpc_codec::apache::SuccessResult`], which have the
 //! same wire layout (field 1 = the request, field 0 = the return value).
 
 #[allow(
@@ -21,7 +21,7 @@
 )]
 pub mod echo;
 
-use ringrpc_codec::thrift::{Args1, SuccessResult};
+use ringrpc_codec::apache::{Args1, SuccessResult};
 use ringrpc_server::{CallContext, HandlerError, ServiceDef};
 
 pub use echo::{Request, Response};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::Rng;
-use ringrpc_codec::thrift::{Args1, SuccessResult};
+use ringrpc_codec::apache::{Args1, SuccessResult};
 use ringrpc_codec::{
     ApplicationException, Decoded, DecoderConfig, ExceptionKind, Frame, FrameDecoder, LinkBuf,
 };

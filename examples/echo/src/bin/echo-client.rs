@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ringrpc_client::{CallOptions, Client, ClientConfig, ClientError};
-use ringrpc_codec::thrift::{Args1, SuccessResult};
+use ringrpc_codec::apache::{Args1, SuccessResult};
 use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{Engine, RuntimeConfig};
 use ringrpc_example_echo::{Request, Response, SERVICE};

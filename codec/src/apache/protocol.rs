@@ -186,6 +186,10 @@ fn size_error(msg: &str) -> thrift::Error {
     thrift::Error::Protocol(ProtocolError::new(ProtocolErrorKind::SizeLimit, msg))
 }
 
+fn negative_size(msg: &str) -> thrift::Error {
+    thrift::Error::Protocol(ProtocolError::new(ProtocolErrorKind::NegativeSize, msg))
+}
+
 fn eof() -> thrift::Error {
     thrift::Error::Transport(thrift::TransportError::new(
         thrift::TransportErrorKind::EndOfFile,
@@ -228,7 +232,7 @@ impl BytesInProtocol {
     fn read_len(&mut self) -> thrift::Result<usize> {
         let len = self.read_i32()?;
         if len < 0 {
-            return Err(size_error("negative length"));
+            return Err(negative_size("negative length"));
         }
         let len = len as usize;
         self.ensure(len)?;
@@ -243,7 +247,10 @@ impl BytesInProtocol {
     /// Refuses a container size that cannot fit the remaining input (every element is at
     /// least one byte), so generated code's `Vec::with_capacity(size)` stays bounded.
     fn check_size(&self, size: i32) -> thrift::Result<()> {
-        if size < 0 || size as usize > self.buf.len() {
+        if size < 0 {
+            return Err(negative_size("negative container size"));
+        }
+        if size as usize > self.buf.len() {
             return Err(size_error("container size exceeds remaining input"));
         }
         Ok(())
