@@ -4,12 +4,13 @@
 #   tests (server/tests/python). PyPI has no 0.17.0; the pinned release reads and writes the
 #   same binary protocol as the 0.17 generated code.
 # - etcd (Debian's `etcd-server`, with `etcd-client` for etcdctl): the registry that
-#   governance/tests/discovery_etcd.rs registers into and resolves from. The tests start a
+#   discovery-etcd/tests/etcd.rs registers into and resolves from. The tests start a
 #   private instance themselves (scripts/etcd.sh does the same by hand); the system service is
 #   never started.
 # - protoc (Debian's `protobuf-compiler`, with `libprotobuf-dev` for the well-known .proto
-#   files): the `etcd` feature's etcd-client crate generates its gRPC stubs with it at build
-#   time (only test builds of ringrpc-governance turn that feature on).
+#   files): ringrpc-discovery-etcd's etcd-client dependency generates its gRPC stubs with it at
+#   build time (that crate is left out of the workspace's default members, so a plain
+#   `cargo build` needs no protoc).
 set -euo pipefail
 if ! python3 -c 'import thrift' 2>/dev/null; then
   python3 -m pip install --quiet 'thrift==0.25.0'
