@@ -6,7 +6,7 @@
 //! The core, its eventfd and the lock-free queues are small models of the real ones written in
 //! the same order as `uring/executor.rs`, `uring/mod.rs` (core loop) and `runtime.rs`. Runs in the
 //! normal test build (no `--cfg loom`: only this file uses loom); the search is bounded by
-//! `LOOM_MAX_PREEMPTIONS` (default 3 here) so the whole file takes seconds.
+//! `LOOM_MAX_PREEMPTIONS` (default 4 here) so the whole file takes seconds.
 
 use loom::sync::atomic::AtomicUsize;
 use loom::sync::{Arc, Condvar, Mutex};
@@ -108,7 +108,7 @@ struct Core {
 fn builder() -> loom::model::Builder {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
+        b.preemption_bound = Some(4);
     }
     b
 }
