@@ -106,6 +106,42 @@ fn a_cancel_that_cannot_be_queued_is_retried_not_dropped() {
     assert_eq!(handle.counters(CoreId(0)).unwrap().leaked_at_exit, 0);
 }
 
+thread_local! {
+    static KEPT: std::cell::RefCell<Vec<<<Uring as Engine>::Stream as Stream>::Reader>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The same for an op whose owner outlives every task (a reader kept in a thread-local): the
+/// exiting core cancels it itself, and that cancel, too, is retried until it is queued.
+#[test]
+fn an_exit_cancel_that_cannot_be_queued_is_retried_not_dropped() {
+    let _s = serial();
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = peer.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let rt = Uring::launch(RuntimeConfig::with_cores(1), move |_| {
+        let tx = tx.clone();
+        async move {
+            let s = <Uring as Engine>::Stream::connect(addr).await.unwrap();
+            let (mut r, w) = s.into_split();
+            let _ = timeout::<Uring, _>(Duration::from_millis(10), r.recv()).await;
+            drop(w);
+            KEPT.with(|k| k.borrow_mut().push(r));
+            let _ = tx.send(());
+        }
+    })
+    .unwrap();
+    let (_conn, _) = peer.accept().unwrap();
+    rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let handle = rt.handle();
+    faults::inject(Fault::PushFull, 3 * 64 + 10, 0);
+    let t = Instant::now();
+    rt.stop(Duration::ZERO);
+    let took = t.elapsed();
+    assert!(took < EXIT_WAIT_LIMIT / 2, "stop took {took:?}");
+    assert_eq!(handle.counters(CoreId(0)).unwrap().leaked_at_exit, 0);
+}
+
 /// A few failed enters: the core backs off and carries on serving. Failures past
 /// `ENTER_ERROR_LIMIT` in a row: the core fails, drains, and `join` says why.
 #[test]

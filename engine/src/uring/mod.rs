@@ -357,7 +357,7 @@ impl Core {
             let wanted = if target == WAKE_UD {
                 self.wake_armed.get()
             } else {
-                usize::try_from(target).is_ok_and(|k| self.ops.awaits_cancel(k))
+                usize::try_from(target).is_ok_and(|k| self.ops.awaits_cancel(k, self.exiting.get()))
             };
             if wanted {
                 self.cancel(target);

@@ -113,13 +113,14 @@ impl Ops {
             .collect()
     }
 
-    /// Whether op `key` was cancelled by its handle and its final completion has not arrived (a
-    /// pending cancel for it is still wanted; a reused key would not be cancelled).
-    pub(crate) fn awaits_cancel(&self, key: usize) -> bool {
+    /// Whether a pending cancel of op `key` is still wanted: its final completion has not
+    /// arrived and its handle cancelled it, or the core is `exiting` (which cancels every op).
+    /// Outside an exit, a key whose op ended and was reused by a live op is not cancelled.
+    pub(crate) fn awaits_cancel(&self, key: usize, exiting: bool) -> bool {
         self.slots
             .borrow()
             .get(key)
-            .is_some_and(|s| s.cancelled && !s.done)
+            .is_some_and(|s| !s.done && (s.cancelled || exiting))
     }
 
     /// Takes every queued, unread completion (for cleanup when the core exits).
