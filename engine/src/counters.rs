@@ -16,6 +16,11 @@ pub struct Counters {
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     accepted: AtomicU64,
+    accept_dropped: AtomicU64,
+    tasks_panicked: AtomicU64,
+    busy_poll_spins: AtomicU64,
+    enter_errors: AtomicU64,
+    leaked_at_exit: AtomicU64,
 }
 
 #[inline]
@@ -65,6 +70,34 @@ impl Counters {
         bump(&self.accepted, 1);
     }
 
+    /// Counts one accepted connection dropped before it was handed up (its socket failed while
+    /// being set up, e.g. reset before `setsockopt`/`getpeername`); the listener keeps accepting.
+    #[inline]
+    pub fn add_accept_dropped(&self) {
+        bump(&self.accept_dropped, 1);
+    }
+    /// Counts one task that panicked: it was dropped and its core kept running.
+    #[inline]
+    pub fn add_task_panicked(&self) {
+        bump(&self.tasks_panicked, 1);
+    }
+    /// Counts one non-blocking enter made while busy-polling before a sleep.
+    #[inline]
+    pub fn add_busy_poll_spin(&self) {
+        bump(&self.busy_poll_spins, 1);
+    }
+    /// Counts one `io_uring_enter` that failed.
+    #[inline]
+    pub fn add_enter_error(&self) {
+        bump(&self.enter_errors, 1);
+    }
+    /// Adds operations still in flight when an exiting core gave up waiting for them and leaked
+    /// its ring and buffers on purpose.
+    #[inline]
+    pub fn add_leaked_at_exit(&self, n: u64) {
+        bump(&self.leaked_at_exit, n);
+    }
+
     /// A consistent-enough copy for reporting.
     pub fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
@@ -76,6 +109,11 @@ impl Counters {
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
+            accept_dropped: self.accept_dropped.load(Ordering::Relaxed),
+            tasks_panicked: self.tasks_panicked.load(Ordering::Relaxed),
+            busy_poll_spins: self.busy_poll_spins.load(Ordering::Relaxed),
+            enter_errors: self.enter_errors.load(Ordering::Relaxed),
+            leaked_at_exit: self.leaked_at_exit.load(Ordering::Relaxed),
         }
     }
 }
@@ -99,4 +137,14 @@ pub struct CounterSnapshot {
     pub bytes_sent: u64,
     /// Connections accepted.
     pub accepted: u64,
+    /// Accepted connections dropped because setting them up failed.
+    pub accept_dropped: u64,
+    /// Tasks that panicked and were dropped (the core kept running).
+    pub tasks_panicked: u64,
+    /// Non-blocking enters made while busy-polling (io_uring with `busy_poll` only).
+    pub busy_poll_spins: u64,
+    /// `io_uring_enter` calls that failed.
+    pub enter_errors: u64,
+    /// Operations abandoned in flight at exit (ring and buffers leaked on purpose).
+    pub leaked_at_exit: u64,
 }

@@ -12,16 +12,23 @@
 //!
 //! See `docs/engine.md` for the design and what each engine pays for the interface.
 
+/// The atomics [`wake`] is written against: std's here; the loom model test
+/// (`tests/loom_wake.rs`) includes `wake.rs` beside an `atomics` module of loom's.
+mod atomics {
+    pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
+}
 pub mod baseline;
 mod counters;
 mod interface;
 pub mod local;
 pub mod oneshot;
 pub mod outbox;
+mod panics;
 mod runtime;
 mod socket;
 pub mod time;
 pub mod uring;
+mod wake;
 
 pub use counters::{CounterSnapshot, Counters};
 pub use interface::{Engine, Listener, Stream, StreamReader, StreamWriter};

@@ -4,6 +4,10 @@
 //! Each engine owns its core loop; this module owns what crosses threads. A core registers an
 //! `unpark` function when it starts (an eventfd write on io_uring, a channel send on tokio); a
 //! closure posted to its mailbox is followed by one `unpark`, and the core runs it on its next turn.
+//! A mailbox closes (its [`Gate`]) when its core exits, however it exits: later posts fail with
+//! [`EngineError::Stopped`] instead of waiting forever, and jobs still queued are dropped (which
+//! resolves their `run_on` callers). A core that dies (a panic escaping its loop, a fatal ring
+//! error) is reported by [`Runtime::join`].
 
 use std::cell::RefCell;
 use std::fmt;
@@ -17,6 +21,8 @@ use parking_lot::Mutex;
 
 use crate::counters::{CounterSnapshot, Counters};
 use crate::oneshot;
+use crate::panics::panic_message;
+use crate::wake::Gate;
 
 /// Index of a core in a runtime, `0..cores`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,9 +105,27 @@ pub enum EngineError {
     /// The target core does not exist in this runtime.
     #[error("no such core: {0}")]
     NoSuchCore(CoreId),
-    /// The runtime stopped before the call ran or finished.
+    /// The runtime (or the target core) stopped before the call ran or finished.
     #[error("the runtime is stopped")]
     Stopped,
+    /// A panic escaped a core's loop (a mailbox job, say; a panicking task only loses that
+    /// task). The core cancelled and drained its in-flight operations and exited.
+    #[error("{core} panicked: {message}")]
+    CorePanicked {
+        /// The core that died.
+        core: CoreId,
+        /// The panic message.
+        message: String,
+    },
+    /// A core failed for good: its ring kept refusing `io_uring_enter`. It drained what it
+    /// could and exited.
+    #[error("{core} failed: {source}")]
+    CoreFailed {
+        /// The core that died.
+        core: CoreId,
+        /// The last error.
+        source: std::io::Error,
+    },
 }
 
 /// Lifecycle of a runtime, shared by all its cores.
@@ -120,6 +144,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The part of one core that other threads may touch.
 pub(crate) struct CoreShared {
     mailbox: SegQueue<Job>,
+    /// Closed when the core exits; see `wake::Gate` for the post/close handshake.
+    gate: Gate,
     unpark: OnceLock<Box<dyn Fn() + Send + Sync>>,
     pub(crate) counters: Counters,
 }
@@ -128,15 +154,32 @@ impl CoreShared {
     fn new() -> Self {
         Self {
             mailbox: SegQueue::new(),
+            gate: Gate::new(),
             unpark: OnceLock::new(),
             counters: Counters::default(),
         }
     }
 
-    /// Posts a job and wakes the core.
-    fn post(&self, job: Job) {
+    /// Posts a job and wakes the core; `Err(())` (the job dropped) once the mailbox is closed.
+    fn post(&self, job: Job) -> Result<(), ()> {
+        if self.gate.is_closed() {
+            return Err(());
+        }
         self.mailbox.push(job);
+        if self.gate.closed_after_push() {
+            // The core exited and may have drained before our push: nobody else will run or
+            // drop the job, so drop it (and whatever raced in with it) here.
+            self.discard_mail();
+            return Err(());
+        }
         self.unpark();
+        Ok(())
+    }
+
+    /// Closes the mailbox for good and drops whatever waits in it (the core has exited).
+    pub(crate) fn close_mailbox(&self) {
+        self.gate.close();
+        self.discard_mail();
     }
 
     /// Wakes the core's loop (no-op before the core registered its unpark function; it drains
@@ -167,7 +210,7 @@ impl CoreShared {
         ran
     }
 
-    /// Drops every waiting job unrun (after the core has exited).
+    /// Drops every waiting job unrun.
     fn discard_mail(&self) {
         while self.mailbox.pop().is_some() {}
     }
@@ -272,6 +315,15 @@ pub fn turn_now() -> Instant {
         .unwrap_or_else(Instant::now)
 }
 
+/// Runs `f` with the calling core's counters, if the calling thread is a core.
+pub(crate) fn with_current_counters(f: impl FnOnce(&Counters)) {
+    CURRENT.with(|c| {
+        if let Some((id, shared)) = c.borrow().as_ref() {
+            f(&shared.cores[id.0].counters);
+        }
+    });
+}
+
 /// Sets (or, with `None`, clears) the calling core's turn time.
 pub(crate) fn set_turn_now(now: Option<Instant>) {
     TURN_NOW.with(|t| t.set(now));
@@ -348,14 +400,9 @@ impl RuntimeHandle {
         if self.shared.state() == RunState::Stopped {
             return Err(EngineError::Stopped);
         }
-        core.post(Box::new(f));
-        // The runtime may have stopped between the check and the push: then nobody will run
-        // the job, so drop it here (its one-shot sender, if any, tells the waiter).
-        if self.shared.state() == RunState::Stopped {
-            core.discard_mail();
-            return Err(EngineError::Stopped);
-        }
-        Ok(())
+        // A closed mailbox (the core exited) drops the job: its one-shot sender, if any, tells
+        // the waiter.
+        core.post(Box::new(f)).map_err(|()| EngineError::Stopped)
     }
 
     /// Runs `f` on core `target` and resolves to its result. Usable from any thread or runtime.
@@ -393,7 +440,8 @@ impl RuntimeHandle {
 /// joins the threads.
 pub struct Runtime {
     handle: RuntimeHandle,
-    threads: Vec<JoinHandle<()>>,
+    /// Core `i`'s thread at index `i`; each returns how its core ended.
+    threads: Vec<JoinHandle<Result<(), EngineError>>>,
 }
 
 impl fmt::Debug for Runtime {
@@ -404,13 +452,15 @@ impl fmt::Debug for Runtime {
 
 impl Runtime {
     /// Starts `cores` threads; `run_core(id, shared)` is each core's whole life. Used by engines.
+    /// A panic out of `run_core` becomes [`EngineError::CorePanicked`]; either way the core's
+    /// mailbox is closed when it returns.
     pub(crate) fn start<F>(
         config: &RuntimeConfig,
         engine: &'static str,
         run_core: F,
     ) -> Result<Self, EngineError>
     where
-        F: Fn(CoreId, Arc<RuntimeShared>) + Send + Sync + 'static,
+        F: Fn(CoreId, Arc<RuntimeShared>) -> Result<(), EngineError> + Send + Sync + 'static,
     {
         if config.cores == 0 {
             return Err(EngineError::NoCores);
@@ -434,8 +484,22 @@ impl Runtime {
                             tracing::warn!(cpu, error = %e, "could not pin core thread");
                         }
                     }
-                    let _guard = CoreGuard::enter(CoreId(i), shared2.clone());
-                    run_core(CoreId(i), shared2);
+                    let core = CoreId(i);
+                    let _guard = CoreGuard::enter(core, shared2.clone());
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_core(core, shared2.clone())
+                    }));
+                    let result = outcome.unwrap_or_else(|payload| {
+                        Err(EngineError::CorePanicked {
+                            core,
+                            message: panic_message(&*payload),
+                        })
+                    });
+                    shared2.cores[i].close_mailbox();
+                    if let Err(e) = &result {
+                        tracing::error!(%core, error = %e, "core exited with an error");
+                    }
+                    result
                 });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -443,6 +507,9 @@ impl Runtime {
                     shared.force_stop();
                     for t in threads {
                         let _ = t.join();
+                    }
+                    for core in &shared.cores {
+                        core.close_mailbox();
                     }
                     return Err(EngineError::Setup(e));
                 }
@@ -459,27 +526,43 @@ impl Runtime {
         self.handle.clone()
     }
 
-    /// Stops gracefully (see [`RuntimeHandle::stop`]) and waits for every core to exit.
+    /// Stops gracefully (see [`RuntimeHandle::stop`]) and waits for every core to exit. A core
+    /// that died is logged; use `handle().stop(grace)` and [`Runtime::join`] to get its error.
     pub fn stop(mut self, grace: Duration) {
         self.handle.stop(grace);
-        self.join_threads();
+        let _ = self.join_threads();
     }
 
-    /// Waits until the runtime stops (someone called [`RuntimeHandle::stop`]).
-    pub fn join(mut self) {
-        self.join_threads();
+    /// Waits until every core has exited (someone called [`RuntimeHandle::stop`], or the cores
+    /// died).
+    ///
+    /// # Errors
+    /// How the first core that died ended: [`EngineError::CorePanicked`] (with the panic
+    /// message) or [`EngineError::CoreFailed`]. Other cores keep serving while one is dead;
+    /// its mailbox refuses posts.
+    pub fn join(mut self) -> Result<(), EngineError> {
+        self.join_threads()
     }
 
-    fn join_threads(&mut self) {
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+    fn join_threads(&mut self) -> Result<(), EngineError> {
+        let mut first = None;
+        for (i, t) in self.threads.drain(..).enumerate() {
+            let ended = t.join().unwrap_or_else(|payload| {
+                Err(EngineError::CorePanicked {
+                    core: CoreId(i),
+                    message: panic_message(&*payload),
+                })
+            });
+            if let Err(e) = ended {
+                first.get_or_insert(e);
+            }
         }
-        // Every core has exited: later posts fail at once, and jobs posted meanwhile are
-        // dropped so that whoever waits on them learns the runtime is gone.
+        // Every core has exited (and closed its mailbox): later posts fail at once.
         self.handle.shared.force_stop();
         for core in &self.handle.shared.cores {
-            core.discard_mail();
+            core.close_mailbox();
         }
+        first.map_or(Ok(()), Err)
     }
 }
 
@@ -487,7 +570,7 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         if !self.threads.is_empty() {
             self.handle.shared.force_stop();
-            self.join_threads();
+            let _ = self.join_threads();
         }
     }
 }

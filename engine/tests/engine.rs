@@ -11,13 +11,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering::SeqCst;
+
 use bytes::Bytes;
+use common::peer::{scribble, slow_peer, tracked_chunks};
 use common::*;
 use parking_lot::Mutex;
 use ringrpc_engine::baseline::Baseline;
 use ringrpc_engine::oneshot::block_on;
 use ringrpc_engine::time::timeout;
-use ringrpc_engine::uring::{Uring, UringConfig};
+use ringrpc_engine::uring::{Uring, UringConfig, EXIT_WAIT_LIMIT};
 use ringrpc_engine::{
     current_core, current_runtime, run_on, CoreId, Engine, Listener, RuntimeConfig, Stream,
     StreamReader, StreamWriter,
@@ -166,9 +169,10 @@ async fn drop_in_flight_body<E: Engine>(iterations: u64) {
         // recv: a pending recv future dropped, then the data arrives intact.
         let s = E::Stream::connect(addr).await.unwrap();
         let (mut r, mut w) = s.into_split();
-        assert!(timeout::<E, _>(Duration::from_micros(200), r.recv())
-            .await
-            .is_err());
+        // Nothing was sent yet: the receive must still be pending when it is dropped.
+        if let Ok(got) = timeout::<E, _>(Duration::from_micros(200), r.recv()).await {
+            panic!("round {i}: a receive before anything was sent returned {got:?}");
+        }
         let (res, _) = w.send(message(i, 3000, 3000)).await;
         res.unwrap();
         let mut got = Vec::new();
@@ -182,9 +186,12 @@ async fn drop_in_flight_body<E: Engine>(iterations: u64) {
         }
         assert!(got.iter().enumerate().all(|(k, &b)| b == pattern(i, k)));
 
-        // send: a large send dropped part-way; its buffers must stay valid for the kernel.
+        // send: a large send dropped part-way (also checked strictly below, every 20th round).
         let big = message(i, 4 << 20, 64 * 1024);
         let _ = timeout::<E, _>(Duration::from_micros(50), w.send(big)).await;
+        if i % 20 == 0 {
+            dropped_send_keeps_its_buffers::<E>(i).await;
+        }
         // the reader is dropped with its receive armed and data arriving.
         drop(r);
         drop(w);
@@ -213,6 +220,51 @@ async fn drop_in_flight_body<E: Engine>(iterations: u64) {
     let accepted = timeout::<E, _>(Duration::from_secs(5), l.accept()).await;
     assert!(matches!(accepted, Ok(Ok(Some(_)))));
     drop(c);
+}
+
+/// A send dropped while the kernel may still read its chunks. The peer reads nothing, so the
+/// 8 MiB send cannot finish and, on io_uring, a `SENDMSG` is in flight when the future drops:
+/// the op must keep every chunk alive (checked right after the drop through counting owners,
+/// which also scribble over their memory when freed). Once the op is done (the socket closed)
+/// every chunk is freed, and every byte that reached the peer is the message's.
+async fn dropped_send_keeps_its_buffers<E: Engine>(seed: u64) {
+    let peer = slow_peer(seed);
+    let s = E::Stream::connect(peer.addr).await.unwrap();
+    let (r, mut w) = s.into_split();
+    let total = 8 << 20;
+    let (chunks, alive) = tracked_chunks(seed, total, 32 * 1024);
+    let n = chunks.len();
+    assert!(
+        timeout::<E, _>(Duration::from_millis(20), w.send(chunks))
+            .await
+            .is_err(),
+        "a peer that reads nothing took 8 MiB"
+    );
+    if E::NAME == Uring::NAME {
+        assert_eq!(
+            alive.load(SeqCst),
+            n,
+            "chunks freed while their send was in flight"
+        );
+    }
+    drop(r);
+    drop(w);
+    let junk = scribble(256, 32 * 1024);
+    let checker = std::thread::spawn(move || peer.release_and_check());
+    let t0 = Instant::now();
+    while !checker.is_finished() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "peer never saw the end"
+        );
+        E::sleep(Duration::from_millis(1)).await;
+    }
+    let got = checker
+        .join()
+        .expect("every byte the peer got is the message's");
+    drop(junk);
+    assert!(got > 0 && got < total, "peer got {got} of {total}");
+    assert_eq!(alive.load(SeqCst), 0, "chunks leaked after the send ended");
 }
 
 fn drop_in_flight<E: Engine>() {
@@ -281,7 +333,8 @@ fn sleep_duration_uring() {
         t.elapsed()
     });
     assert!(elapsed >= Duration::from_millis(30));
-    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+    // Only "not wildly late": a loaded 2-core machine may delay a turn by a lot.
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
 /// A `Send` signal: a flag and a waker.
@@ -411,9 +464,10 @@ fn graceful_stop<E: Engine>() {
         took >= Duration::from_millis(250),
         "idle connections kept until the deadline: {took:?}"
     );
+    // Far below "never": the drain deadline ends it, whatever the machine's load.
     assert!(
-        took < Duration::from_secs(3),
-        "stopped after the deadline: {took:?}"
+        took < Duration::from_secs(20),
+        "stopped long after the deadline: {took:?}"
     );
     // The server closed its sockets: every client reads end of stream.
     for mut c in clients {
@@ -434,13 +488,13 @@ fn graceful_stop_baseline() {
     graceful_stop::<Baseline>();
 }
 
-/// Stop returns early when no task is left.
+/// Stop returns early when no task is left: long before the 60 s grace.
 fn stop_without_tasks_is_quick<E: Engine>() {
     let rt = E::launch(RuntimeConfig::with_cores(2), |_| async {}).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     let t = Instant::now();
-    rt.stop(Duration::from_secs(5));
-    assert!(t.elapsed() < Duration::from_secs(1));
+    rt.stop(Duration::from_secs(60));
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 }
 
 #[test]
@@ -535,8 +589,9 @@ fn stop_with_reader_outside_tasks_uring() {
     rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let t = Instant::now();
     rt.stop(Duration::ZERO);
+    // Without the cancel the stop would wait for the exit limit: well below it.
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        t.elapsed() < EXIT_WAIT_LIMIT / 2,
         "stop took {:?}",
         t.elapsed()
     );
@@ -595,15 +650,16 @@ fn outbox_writes_each_message_on_baseline() {
     }
 }
 
-/// A core that polls before sleeping still echoes, fires timers in time (polling stops at the
-/// next deadline), and answers wake-ups from another thread.
+/// A core that polls before sleeping polls (its `busy_poll_spins` grow), still echoes, fires
+/// timers in time (polling stops at the next deadline), and answers wake-ups from another
+/// thread.
 #[test]
 fn busy_poll_uring() {
     let config = RuntimeConfig {
         busy_poll: Duration::from_millis(2),
         ..RuntimeConfig::with_cores(1)
     };
-    let (elapsed, woken) = run_with(
+    let (elapsed, woken, spins) = run_with(
         move |_, i| Uring::launch(config, i),
         1,
         || async {
@@ -622,11 +678,19 @@ fn busy_poll_uring() {
                 remote.fire();
             });
             signal.wait().await;
-            (elapsed, t.elapsed())
+            let woken = t.elapsed();
+            let spins = current_runtime()
+                .unwrap()
+                .counters(CoreId(0))
+                .unwrap()
+                .busy_poll_spins;
+            (elapsed, woken, spins)
         },
     );
+    // The 20 ms wait for the other thread alone is ten 2 ms polling periods.
+    assert!(spins > 0, "the core never busy-polled");
     assert!(elapsed >= Duration::from_micros(500));
-    assert!(elapsed < Duration::from_millis(50), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     assert!(woken >= Duration::from_millis(20));
-    assert!(woken < Duration::from_millis(500), "{woken:?}");
+    assert!(woken < Duration::from_secs(5), "{woken:?}");
 }

@@ -716,14 +716,18 @@ impl RunningServer {
     pub fn shutdown(mut self) {
         self.handle.shutdown();
         if let Some(rt) = self.runtime.take() {
-            rt.join();
+            if let Err(e) = rt.join() {
+                tracing::error!(error = %e, "a server core died");
+            }
         }
     }
 
     /// Waits until the server stops (a [`ServerHandle::shutdown`] elsewhere).
     pub fn wait(mut self) {
         if let Some(rt) = self.runtime.take() {
-            rt.join();
+            if let Err(e) = rt.join() {
+                tracing::error!(error = %e, "a server core died");
+            }
         }
     }
 
@@ -763,7 +767,9 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
             self.handle.shutdown();
-            rt.join();
+            if let Err(e) = rt.join() {
+                tracing::error!(error = %e, "a server core died");
+            }
         }
     }
 }

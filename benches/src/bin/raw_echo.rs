@@ -118,7 +118,10 @@ fn serve<E: Engine>(addr: SocketAddr, cpu: usize) {
         },
     )
     .expect("launch server");
-    rt.join();
+    if let Err(e) = rt.join() {
+        eprintln!("raw_echo: a core died: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// utime + stime of `pid`, in seconds.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::panics::Isolated;
 use crate::runtime::{RunState, RuntimeShared};
 use crate::{CoreId, Engine, EngineError, Runtime, RuntimeConfig};
 
@@ -42,6 +43,8 @@ pub struct Baseline;
 thread_local! {
     /// Tasks alive on this core (spawned and not yet finished or dropped).
     static LIVE_TASKS: Cell<usize> = const { Cell::new(0) };
+    /// Ids given to this core's tasks (for the log line of a panicking one).
+    static NEXT_TASK_ID: Cell<u64> = const { Cell::new(0) };
     /// Woken when this core starts draining, so listeners stop accepting.
     static STOP: Rc<Notify> = Rc::new(Notify::new());
     static SHARED: std::cell::RefCell<Option<(CoreId, Arc<RuntimeShared>)>> = const { std::cell::RefCell::new(None) };
@@ -98,18 +101,25 @@ impl Engine for Baseline {
         Fut: Future<Output = ()> + 'static,
     {
         Runtime::start(&config, Self::NAME, move |core, shared| {
-            if let Err(e) = run_core(core, shared, &init) {
+            run_core(core, shared, &init).map_err(|e| {
                 tracing::error!(%core, error = %e, "baseline core failed to start");
-            }
+                EngineError::Setup(e)
+            })
         })
     }
 
     fn spawn<F: Future<Output = ()> + 'static>(future: F) {
         let guard = TaskGuard::new();
-        tokio::task::spawn_local(async move {
+        let id = NEXT_TASK_ID.with(|n| {
+            let id = n.get();
+            n.set(id.wrapping_add(1));
+            id
+        });
+        // Isolated catches, logs and counts a panic (tokio would catch it too, silently).
+        tokio::task::spawn_local(Isolated::new(id, async move {
             let _guard = guard;
             future.await;
-        });
+        }));
     }
 
     fn batches_sends() -> bool {

@@ -7,8 +7,14 @@
 //!   read-modify-write);
 //! - from any other thread: pushes the id onto the core's [`Remote`] queue and wakes the core
 //!   through its eventfd, whose read is always armed in the core's ring. The eventfd is written
-//!   only once until the core has seen it (`notified`), so a burst of remote wakes costs one
-//!   write.
+//!   only once until the core has seen it (the [`Doorbell`]), so a burst of remote wakes costs
+//!   one write.
+//!
+//! The flags' orderings, and why both sides of each handshake use a read-modify-write, are in
+//! [`crate::wake`] (model-checked by `tests/loom_wake.rs`).
+//!
+//! Every task's future is wrapped in [`Isolated`]: a panicking task is logged, counted and
+//! dropped; the core keeps running.
 //!
 //! The core drains the remote queue every turn and polls at most [`TASK_BUDGET`] tasks per turn.
 
@@ -16,13 +22,16 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use crossbeam::queue::SegQueue;
 use slab::Slab;
+
+use crate::panics::{panic_message, Isolated};
+use crate::wake::{Doorbell, Scheduled};
 
 /// Tasks polled per loop turn before the core goes back to the ring: one connection that is
 /// always ready cannot keep completions, timers and the mailbox waiting longer than this.
@@ -39,8 +48,8 @@ thread_local! {
 pub(crate) struct Remote {
     queue: SegQueue<usize>,
     eventfd: OwnedFd,
-    /// Set when the eventfd was written and the core has not consumed it yet.
-    notified: AtomicBool,
+    /// Rung when the eventfd was written and the core has not consumed it yet.
+    notified: Doorbell,
 }
 
 impl Remote {
@@ -55,7 +64,7 @@ impl Remote {
             queue: SegQueue::new(),
             // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
-            notified: AtomicBool::new(false),
+            notified: Doorbell::new(),
         }))
     }
 
@@ -66,7 +75,7 @@ impl Remote {
 
     /// Wakes the core (one eventfd write per burst).
     pub(crate) fn notify(&self) {
-        if !self.notified.swap(true, Ordering::AcqRel) {
+        if self.notified.ring() {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to an eventfd we own (kept open by `self`).
             // A failure (counter overflow) still leaves the eventfd readable, which is all we need.
@@ -78,7 +87,7 @@ impl Remote {
 
     /// Called by the core after its eventfd read completed, before draining the queues.
     pub(crate) fn clear_notified(&self) {
-        self.notified.store(false, Ordering::SeqCst);
+        self.notified.answer();
     }
 
     /// Marks this thread as running the core that owns `remote` (or clears it).
@@ -94,7 +103,7 @@ impl Remote {
 /// The `Send + Sync` part of a task: its id and how to reach its core.
 struct TaskWaker {
     id: usize,
-    scheduled: AtomicBool,
+    scheduled: Scheduled,
     remote: Arc<Remote>,
 }
 
@@ -105,13 +114,10 @@ impl Wake for TaskWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if self.remote.is_local() {
-            // Only this thread schedules locally; a racing remote wake at worst queues the id
-            // twice, which costs one spurious poll.
-            if !self.scheduled.load(Ordering::Relaxed) {
-                self.scheduled.store(true, Ordering::Relaxed);
+            if self.scheduled.schedule_local() {
                 RUN_QUEUE.with(|q| q.borrow_mut().push_back(self.id));
             }
-        } else if !self.scheduled.swap(true, Ordering::AcqRel) {
+        } else if self.scheduled.schedule_remote() {
             self.remote.queue.push(self.id);
             self.remote.notify();
         }
@@ -138,19 +144,20 @@ impl Executor {
         }
     }
 
-    /// Adds a task and schedules its first poll.
-    pub(crate) fn spawn(&self, future: Pin<Box<dyn Future<Output = ()>>>) {
+    /// Adds a task (wrapped in [`Isolated`], in the same allocation) and schedules its first
+    /// poll.
+    pub(crate) fn spawn<F: Future<Output = ()> + 'static>(&self, future: F) {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let id = entry.key();
         let state = Arc::new(TaskWaker {
             id,
-            scheduled: AtomicBool::new(true),
+            scheduled: Scheduled::new_queued(),
             remote: self.remote.clone(),
         });
         let waker = Waker::from(state.clone());
         entry.insert(Task {
-            future: Some(future),
+            future: Some(Box::pin(Isolated::new(id as u64, future))),
             state,
             waker,
         });
@@ -188,7 +195,9 @@ impl Executor {
                 let mut tasks = self.tasks.borrow_mut();
                 match tasks.get_mut(id) {
                     Some(t) => {
-                        t.state.scheduled.store(false, Ordering::Relaxed);
+                        // Before the poll, so a wake during or after it queues the task again
+                        // (see `wake::Scheduled::begin_poll` for why this is a swap).
+                        t.state.scheduled.begin_poll();
                         t.future.take().map(|f| (f, t.waker.clone()))
                     }
                     None => None,
@@ -199,11 +208,13 @@ impl Executor {
             };
             polled += 1;
             let mut cx = Context::from_waker(&waker);
+            // A panic inside the poll is caught by the task's `Isolated` wrapper, which then
+            // reports the task finished.
             match future.as_mut().poll(&mut cx) {
                 Poll::Ready(()) => {
                     let task = self.tasks.borrow_mut().remove(id);
                     drop(task);
-                    drop(future);
+                    drop_task_future(id, future);
                 }
                 Poll::Pending => {
                     if let Some(t) = self.tasks.borrow_mut().get_mut(id) {
@@ -226,8 +237,23 @@ impl Executor {
                 break;
             }
             // Dropped outside the borrow: a dropping future may spawn or wake.
-            drop(futures);
+            for future in futures {
+                drop_task_future(usize::MAX, future);
+            }
         }
         RUN_QUEUE.with(|q| q.borrow_mut().clear());
+    }
+}
+
+/// Drops a task's future, catching a panic in its destructor (logged and counted like a
+/// panicking poll): the core keeps running, and a stopping core still drains its ring.
+fn drop_task_future(id: usize, future: Pin<Box<dyn Future<Output = ()>>>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(future))) {
+        tracing::error!(
+            task = id,
+            panic = %panic_message(&*payload),
+            "a task's destructor panicked; the core keeps running"
+        );
+        crate::runtime::with_current_counters(crate::Counters::add_task_panicked);
     }
 }

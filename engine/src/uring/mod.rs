@@ -14,9 +14,16 @@
 //! [`executor::TASK_BUDGET`] ready tasks, then submit every SQE queued during the turn in ONE
 //! `io_uring_enter` (which waits only if nothing is ready, with the nearest timer as timeout),
 //! and reap up to [`CQE_BUDGET`] completions. See `docs/engine.md`.
+//!
+//! However a core ends (stopped, a fatal ring error, or a panic escaping its loop, which is
+//! caught around the loop), it drops its tasks, cancels every in-flight operation, waits
+//! (bounded by [`EXIT_WAIT_LIMIT`]) for their final completions and only then frees buffers and
+//! the ring; past the bound it leaks them on purpose. `Runtime::join` reports the failure.
 
 mod buf_ring;
 mod executor;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 mod net;
 mod op;
 mod ring;
@@ -31,7 +38,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use io_uring::opcode;
+use io_uring::{opcode, squeue};
 
 use crate::runtime::{env_setting, RunState, RuntimeShared};
 use crate::{CoreId, Counters, Engine, EngineError, Runtime, RuntimeConfig};
@@ -42,7 +49,13 @@ use op::{Cqe, OpKind, Ops};
 use ring::{Ring, CANCEL_UD, WAKE_UD};
 
 pub use net::{UringListener, UringReader, UringStream, UringWriter};
+pub use ring::RingFeatures;
 pub use timer::Sleep;
+
+/// What the calling core's ring uses (`None` off an io_uring core thread).
+pub fn ring_features() -> Option<RingFeatures> {
+    try_with_core(|c| c.ring.features())
+}
 
 /// Mailbox jobs (cross-core closures) run per loop turn.
 pub const MAILBOX_BUDGET: usize = 128;
@@ -51,7 +64,13 @@ pub const MAILBOX_BUDGET: usize = 128;
 pub const CQE_BUDGET: usize = 1024;
 /// How long a stopping core waits for in-flight operations to complete after cancelling them.
 /// Past it, the core leaks its ring and buffers rather than free memory the kernel may write.
-const EXIT_WAIT_LIMIT: Duration = Duration::from_secs(10);
+pub const EXIT_WAIT_LIMIT: Duration = Duration::from_secs(10);
+/// Consecutive failed `io_uring_enter` calls after which a core gives up (with
+/// [`EngineError::CoreFailed`]); between them it backs off, 1 ms doubling up to 128 ms.
+pub const ENTER_ERROR_LIMIT: u32 = 8;
+/// Attempts `Core::push` makes to queue one SQE (each submitting, and reaping if the kernel took
+/// nothing) before it reports the SQ as stuck.
+const PUSH_ATTEMPTS: u32 = 64;
 
 /// Default number of provided buffers per core (a power of two).
 pub const DEFAULT_BUFFERS: u16 = 1024;
@@ -111,7 +130,7 @@ impl Uring {
         let busy_poll = config.busy_poll;
         let rt = Runtime::start(&config, <Self as Engine>::NAME, move |id, shared| {
             let tx = tx.lock().clone();
-            run_core(id, shared, &uring, busy_poll, &init, tx);
+            run_core(id, shared, &uring, busy_poll, &init, tx)
         })?;
         for _ in 0..cores {
             match rx.recv() {
@@ -145,7 +164,7 @@ impl Engine for Uring {
     }
 
     fn spawn<F: Future<Output = ()> + 'static>(future: F) {
-        with_core(|c| c.exec.spawn(Box::pin(future)));
+        with_core(|c| c.exec.spawn(future));
     }
 
     fn batches_sends() -> bool {
@@ -199,6 +218,11 @@ pub(crate) struct Core {
     pub(crate) multishot_recv: Cell<bool>,
     /// The eventfd read is in flight.
     wake_armed: Cell<bool>,
+    /// Completions are being dispatched (`reap` does not nest).
+    reaping: Cell<bool>,
+    /// Targets of `ASYNC_CANCEL`s that could not be queued yet; flushed every turn. A cancel is
+    /// never dropped: the op would otherwise run until its peer acts, holding up an exit.
+    pending_cancels: RefCell<Vec<u64>>,
     /// Target of the eventfd read; the kernel writes it while `wake_armed`.
     wake_buf: Box<UnsafeCell<u64>>,
     scratch: RefCell<Vec<(u64, i32, u32)>>,
@@ -253,6 +277,8 @@ impl Core {
             multishot_accept: Cell::new(multishot),
             multishot_recv: Cell::new(multishot && has_bufs),
             wake_armed: Cell::new(false),
+            reaping: Cell::new(false),
+            pending_cancels: RefCell::new(Vec::new()),
             wake_buf: Box::new(UnsafeCell::new(0)),
             scratch: RefCell::new(Vec::with_capacity(CQE_BUDGET)),
             exiting: Cell::new(false),
@@ -278,6 +304,67 @@ impl Core {
         }
     }
 
+    /// Queues one SQE. A full SQ is submitted; if the kernel takes nothing (its CQ is full,
+    /// `EBUSY`) the core reaps completions to make room, then retries, at most
+    /// [`PUSH_ATTEMPTS`] times.
+    ///
+    /// # Errors
+    /// `enter` failing, or the SQ staying full (`WouldBlock`).
+    ///
+    /// # Safety
+    /// As [`Ring::try_push`]: every resource `entry` points at outlives its final completion.
+    pub(crate) unsafe fn push(&self, entry: &squeue::Entry) -> io::Result<()> {
+        for _ in 0..PUSH_ATTEMPTS {
+            // SAFETY: forwarded from the caller.
+            if unsafe { self.ring.try_push(entry) }.is_ok() {
+                return Ok(());
+            }
+            let took = self.ring.enter(false, None)?;
+            self.counters().add_enter();
+            if took == 0 && !self.reaping.get() {
+                self.reap(CQE_BUDGET);
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "io_uring submission queue stays full",
+        ))
+    }
+
+    /// Queues an `ASYNC_CANCEL` of op `target` (an op key or [`WAKE_UD`]), or keeps it on the
+    /// pending list if it cannot be queued now.
+    pub(crate) fn cancel(&self, target: u64) {
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(CANCEL_UD);
+        // SAFETY: ASYNC_CANCEL carries only the target's user_data, no pointers.
+        match unsafe { self.push(&entry) } {
+            Ok(()) => self.counters().add_submissions(1),
+            Err(e) => {
+                tracing::warn!(error = %e, target, "could not queue a cancel yet; retrying next turn");
+                self.pending_cancels.borrow_mut().push(target);
+            }
+        }
+    }
+
+    /// Retries the cancels that could not be queued.
+    fn flush_cancels(&self) {
+        if self.pending_cancels.borrow().is_empty() {
+            return;
+        }
+        let targets = std::mem::take(&mut *self.pending_cancels.borrow_mut());
+        for target in targets {
+            let wanted = if target == WAKE_UD {
+                self.wake_armed.get()
+            } else {
+                usize::try_from(target).is_ok_and(|k| self.ops.awaits_cancel(k, self.exiting.get()))
+            };
+            if wanted {
+                self.cancel(target);
+            }
+        }
+    }
+
     fn arm_wake(&self) {
         let entry = opcode::Read::new(
             io_uring::types::Fd(self.remote.eventfd()),
@@ -289,12 +376,13 @@ impl Core {
         // SAFETY: `wake_buf` is a heap u64 owned by the core, which does not drop it before the
         // read completed (`wake_armed` is waited for at exit); the eventfd is kept open by
         // `remote`, which the core holds.
-        match unsafe { self.ring.push(&entry) } {
+        match unsafe { self.push(&entry) } {
             Ok(()) => {
                 self.wake_armed.set(true);
                 self.counters().add_submissions(1);
             }
-            Err(e) => tracing::error!(error = %e, "could not arm the wake-up eventfd read"),
+            // Retried at the next turn (the loop re-arms whenever it is not armed).
+            Err(e) => tracing::warn!(error = %e, "could not arm the wake-up eventfd read yet"),
         }
     }
 
@@ -309,8 +397,12 @@ impl Core {
         }
     }
 
-    /// Reaps and dispatches up to `budget` completions; returns how many.
+    /// Reaps and dispatches up to `budget` completions; returns how many. Never nested (a push
+    /// made while dispatching does not reap), so completions are dispatched in CQ order.
     fn reap(&self, budget: usize) -> usize {
+        if self.reaping.replace(true) {
+            return 0;
+        }
         let mut batch = std::mem::take(&mut *self.scratch.borrow_mut());
         self.ring.reap(&mut batch, budget);
         let n = batch.len();
@@ -322,11 +414,9 @@ impl Core {
             }
             match ud {
                 WAKE_UD => {
+                    // Re-armed by the loop before its next enter.
                     self.wake_armed.set(false);
                     self.remote.clear_notified();
-                    if !self.exiting.get() {
-                        self.arm_wake();
-                    }
                 }
                 CANCEL_UD => {}
                 key => {
@@ -343,11 +433,14 @@ impl Core {
         }
         batch.clear();
         *self.scratch.borrow_mut() = batch;
+        self.reaping.set(false);
         n
     }
 }
 
-/// One core's whole life: set up, signal readiness, loop, drain, tear down.
+/// One core's whole life: set up, signal readiness, loop, drain, tear down. The loop runs under
+/// `catch_unwind`, so a panic escaping it (a mailbox job, say) still drains the core before the
+/// thread ends; it is returned as [`EngineError::CorePanicked`].
 fn run_core<F, Fut>(
     id: CoreId,
     shared: Arc<RuntimeShared>,
@@ -355,7 +448,8 @@ fn run_core<F, Fut>(
     busy_poll: Duration,
     init: &F,
     ready: mpsc::Sender<io::Result<()>>,
-) where
+) -> Result<(), EngineError>
+where
     F: Fn(CoreId) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
@@ -363,8 +457,10 @@ fn run_core<F, Fut>(
         Ok(c) => Rc::new(c),
         Err(e) => {
             tracing::error!(%id, error = %e, "io_uring core failed to start");
+            // The launcher reports `e` itself; the thread's result carries a copy.
+            let copy = io::Error::new(e.kind(), e.to_string());
             let _ = ready.send(Err(e));
-            return;
+            return Err(EngineError::Setup(copy));
         }
     };
     CORE.with(|c| *c.borrow_mut() = Some(core.clone()));
@@ -376,10 +472,16 @@ fn run_core<F, Fut>(
     }
     let _ = ready.send(Ok(()));
     drop(ready);
-    core.arm_wake();
-    Uring::spawn(init(id));
-    core_loop(&core, &shared);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Uring::spawn(init(id));
+        core_loop(&core, &shared)
+    }));
     crate::runtime::set_turn_now(None);
+    let outcome = outcome.unwrap_or_else(|payload| {
+        let message = crate::panics::panic_message(&*payload);
+        tracing::error!(%id, panic = %message, "a panic escaped the core loop; draining the core");
+        Err(EngineError::CorePanicked { core: id, message })
+    });
     shutdown(&core);
     Remote::set_local(None);
     BufPool::set_local(None);
@@ -388,11 +490,28 @@ fn run_core<F, Fut>(
     if let Ok(core) = Rc::try_unwrap(core) {
         drop(core);
     }
+    outcome
 }
 
-fn core_loop(core: &Core, shared: &RuntimeShared) {
+/// Records one failed enter: backs off, and after [`ENTER_ERROR_LIMIT`] in a row fails the core.
+fn enter_failed(core: &Core, errors: &mut u32, e: io::Error) -> Result<(), EngineError> {
+    core.counters().add_enter_error();
+    *errors += 1;
+    tracing::error!(error = %e, consecutive = *errors, "io_uring_enter failed");
+    if *errors >= ENTER_ERROR_LIMIT {
+        return Err(EngineError::CoreFailed {
+            core: core.id,
+            source: e,
+        });
+    }
+    // The kernel refusing enters (ENOMEM, say) is not fixed by asking again at once.
+    std::thread::sleep(Duration::from_millis(1 << (*errors - 1).min(7)));
+    Ok(())
+}
+
+fn core_loop(core: &Core, shared: &RuntimeShared) -> Result<(), EngineError> {
     let me = &shared.cores[core.id.0];
-    let mut draining = false;
+    let mut enter_errors = 0u32;
     loop {
         me.run_mailbox(MAILBOX_BUDGET);
         core.exec.drain_remote();
@@ -408,31 +527,35 @@ fn core_loop(core: &Core, shared: &RuntimeShared) {
         match shared.state() {
             RunState::Running => {}
             RunState::Draining => {
-                if !draining {
-                    draining = true;
-                }
                 let waiters = std::mem::take(&mut *core.stop_waiters.borrow_mut());
                 for w in waiters {
                     w.wake();
                 }
                 let deadline = shared.deadline().unwrap_or_else(Instant::now);
                 if (core.exec.live() == 0 && !core.exec.has_ready()) || Instant::now() >= deadline {
-                    break;
+                    return Ok(());
                 }
                 wait_until = Some(wait_until.map_or(deadline, |t| t.min(deadline)));
             }
-            RunState::Stopped => break,
+            RunState::Stopped => return Ok(()),
         }
 
+        core.flush_cancels();
+        if !core.wake_armed.get() {
+            core.arm_wake();
+        }
         let busy = || core.exec.has_ready() || me.has_mail() || core.ring.has_completions();
         let mut timeout = wait_until.map(|t| t.saturating_duration_since(Instant::now()));
-        let mut wait = !busy() && timeout != Some(Duration::ZERO);
+        // Without the eventfd read armed a sleeping core could miss remote wake-ups: poll.
+        let mut wait = core.wake_armed.get() && !busy() && timeout != Some(Duration::ZERO);
         if wait && !core.busy_poll.is_zero() {
             // Poll before sleeping: each non-blocking enter submits and runs deferred completions.
             let spin_end = Instant::now() + core.busy_poll.min(timeout.unwrap_or(Duration::MAX));
             loop {
-                if let Err(e) = core.ring.enter(false, None) {
-                    tracing::error!(error = %e, "io_uring_enter failed");
+                core.counters().add_busy_poll_spin();
+                match core.ring.enter(false, None) {
+                    Ok(_) => enter_errors = 0,
+                    Err(e) => enter_failed(core, &mut enter_errors, e)?,
                 }
                 if busy() {
                     wait = false;
@@ -446,8 +569,9 @@ fn core_loop(core: &Core, shared: &RuntimeShared) {
                 std::hint::spin_loop();
             }
         }
-        if let Err(e) = core.ring.enter(wait, if wait { timeout } else { None }) {
-            tracing::error!(error = %e, "io_uring_enter failed");
+        match core.ring.enter(wait, if wait { timeout } else { None }) {
+            Ok(_) => enter_errors = 0,
+            Err(e) => enter_failed(core, &mut enter_errors, e)?,
         }
         core.counters().add_enter();
         core.reap(CQE_BUDGET);
@@ -455,43 +579,45 @@ fn core_loop(core: &Core, shared: &RuntimeShared) {
 }
 
 /// Drops every task, cancels what is in flight and waits for the kernel to finish with every
-/// buffer before the ring and the buffer memory go away.
+/// buffer before the ring and the buffer memory go away. Runs however the loop ended (also after
+/// a panic), so it must not rely on the loop's state: it resets what a panic may have left set.
 fn shutdown(core: &Rc<Core>) {
     core.exiting.set(true);
+    core.reaping.set(false);
     core.exec.drop_all();
     core.stop_waiters.borrow_mut().clear();
     if core.wake_armed.get() {
-        let entry = opcode::AsyncCancel::new(WAKE_UD)
-            .build()
-            .user_data(CANCEL_UD);
-        // SAFETY: ASYNC_CANCEL carries only the target's user_data.
-        if let Err(e) = unsafe { core.ring.push(&entry) } {
-            tracing::error!(error = %e, "could not cancel the eventfd read");
-        }
+        core.cancel(WAKE_UD);
     }
     // Ops whose owner outlives the tasks (kept in a thread-local, say) are cancelled too; their
     // handles find the slot done (or the core gone) when they drop later.
     for key in core.ops.live_in_flight() {
-        let entry = opcode::AsyncCancel::new(key as u64)
-            .build()
-            .user_data(CANCEL_UD);
-        // SAFETY: ASYNC_CANCEL carries only the target's user_data.
-        if let Err(e) = unsafe { core.ring.push(&entry) } {
-            tracing::error!(error = %e, "could not cancel an operation while stopping");
-        }
+        core.cancel(key as u64);
     }
     let start = Instant::now();
+    let mut enter_errors = 0u32;
     while core.ops.in_flight() > 0 || core.wake_armed.get() || core.ring.pending() > 0 {
         if start.elapsed() > EXIT_WAIT_LIMIT {
+            let in_flight = core.ops.in_flight();
             tracing::error!(
-                in_flight = core.ops.in_flight(),
-                "operations did not complete after cancel; leaking the ring and its buffers"
+                in_flight,
+                "operations did not complete after cancel; leaking the ring and its buffers on \
+                 purpose (the kernel may still write them)"
             );
+            core.counters()
+                .add_leaked_at_exit(u64::try_from(in_flight).unwrap_or(u64::MAX));
             std::mem::forget(core.clone());
             return;
         }
-        if let Err(e) = core.ring.enter(true, Some(Duration::from_millis(10))) {
-            tracing::error!(error = %e, "io_uring_enter failed while stopping");
+        core.flush_cancels();
+        match core.ring.enter(true, Some(Duration::from_millis(10))) {
+            Ok(_) => enter_errors = 0,
+            Err(e) => {
+                core.counters().add_enter_error();
+                enter_errors += 1;
+                tracing::error!(error = %e, "io_uring_enter failed while stopping");
+                std::thread::sleep(Duration::from_millis(1 << enter_errors.min(7)));
+            }
         }
         core.reap(usize::MAX);
         core.exec.drop_all();

@@ -106,10 +106,22 @@ impl UringListener {
                     // SAFETY: a successful accept returns a new fd that nobody else owns.
                     let fd = unsafe { OwnedFd::from_raw_fd(cqe.res) };
                     let stream = UringStream { fd: Rc::new(fd) };
-                    SockRef::from(&*stream.fd).set_nodelay(true)?;
-                    let peer = stream.peer_addr()?;
-                    with_core(|c| c.counters().add_accepted());
-                    return Poll::Ready(Ok(Some((stream, peer))));
+                    match set_up_accepted(&stream) {
+                        Ok(peer) => {
+                            with_core(|c| c.counters().add_accepted());
+                            return Poll::Ready(Ok(Some((stream, peer))));
+                        }
+                        Err(e) => {
+                            // This connection's trouble (reset before we got to it, say), not
+                            // the listener's: drop it (closing the socket) and keep accepting.
+                            tracing::debug!(error = %e, "accepted connection failed setup; dropped");
+                            with_core(|c| c.counters().add_accept_dropped());
+                        }
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                    // A connection aborted while queued: also that connection's, not ours.
+                    with_core(|c| c.counters().add_accept_dropped());
                 }
                 Err(e)
                     if e.raw_os_error() == Some(libc::EINVAL)
@@ -123,6 +135,17 @@ impl UringListener {
             }
         }
     }
+}
+
+/// `TCP_NODELAY` and the peer address of an accepted connection; either fails if the peer
+/// reset the connection before it was handled.
+fn set_up_accepted(stream: &UringStream) -> io::Result<SocketAddr> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(errno) = super::faults::take(super::faults::Fault::AcceptSetup) {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    SockRef::from(&*stream.fd).set_nodelay(true)?;
+    stream.peer_addr()
 }
 
 impl Listener for UringListener {

@@ -14,6 +14,9 @@
 //!           Cancelled ──(ASYNC_CANCEL submitted; final CQE)──► freed (resources dropped)
 //! ```
 //!
+//! A cancel that cannot be queued (the SQ stays full) is never dropped: the core keeps it on a
+//! pending list and queues it on a later turn (`Core::cancel`), so the op still ends.
+//!
 //! Completions that arrive for a cancelled op, or that were queued and never read, are
 //! *discarded* properly: a provided buffer they name goes back to the buffer ring, an accepted
 //! socket they carry is closed. So nothing the kernel touches is freed early and nothing leaks.
@@ -24,10 +27,10 @@ use std::future::poll_fn;
 use std::io;
 use std::task::{Context, Poll, Waker};
 
-use io_uring::{cqueue, opcode, squeue};
+use io_uring::{cqueue, squeue};
 use slab::Slab;
 
-use super::ring::{cqe_more, CANCEL_UD};
+use super::ring::cqe_more;
 use super::with_core;
 
 /// What an op's completions carry that needs cleaning up if nobody reads them.
@@ -110,6 +113,16 @@ impl Ops {
             .collect()
     }
 
+    /// Whether a pending cancel of op `key` is still wanted: its final completion has not
+    /// arrived and its handle cancelled it, or the core is `exiting` (which cancels every op).
+    /// Outside an exit, a key whose op ended and was reused by a live op is not cancelled.
+    pub(crate) fn awaits_cancel(&self, key: usize, exiting: bool) -> bool {
+        self.slots
+            .borrow()
+            .get(key)
+            .is_some_and(|s| !s.done && (s.cancelled || exiting))
+    }
+
     /// Takes every queued, unread completion (for cleanup when the core exits).
     pub(crate) fn drain_unread(&self) -> Vec<(OpKind, Cqe)> {
         let mut slots = self.slots.borrow_mut();
@@ -179,7 +192,7 @@ impl Op {
             let entry = entry.user_data(key as u64);
             // SAFETY: the slot now owns `resources` until the final completion (see `Drop`), and
             // the caller guarantees the entry only points into them or at longer-lived memory.
-            match unsafe { core.ring.push(&entry) } {
+            match unsafe { core.push(&entry) } {
                 Ok(()) => {
                     core.counters().add_submissions(1);
                     Ok(Self {
@@ -268,14 +281,7 @@ impl Drop for Op {
                 core.discard(kind, cqe);
             }
             if cancel {
-                let entry = opcode::AsyncCancel::new(self.key as u64)
-                    .build()
-                    .user_data(CANCEL_UD);
-                // SAFETY: ASYNC_CANCEL carries only the target's user_data, no pointers.
-                match unsafe { core.ring.push(&entry) } {
-                    Ok(()) => core.counters().add_submissions(1),
-                    Err(e) => tracing::error!(error = %e, "could not submit a cancel"),
-                }
+                core.cancel(self.key as u64);
             }
         });
     }

@@ -1,6 +1,12 @@
 //! One core's io_uring: setup with flag fallback, the opcode probe, queuing SQEs, and the single
 //! `io_uring_enter` per loop turn that submits everything queued and waits for completions.
 //!
+//! This module never loops on the kernel: a full SQ is reported ([`SqFull`]) to the core, which
+//! submits, reaps completions if the kernel took nothing (its CQ is full), and retries
+//! (`Core::push`); a failed enter is returned to the core loop, which backs off and fails the
+//! core after repeated errors. A failed opcode probe means "nothing beyond the base set" (see
+//! [`Ring::new`]).
+//!
 //! The ring is created on the core thread that uses it (`SINGLE_ISSUER | DEFER_TASKRUN` require
 //! it) and only ever touched from there. Its fd is registered (`IORING_REGISTER_RING_FDS`) so each
 //! enter skips the fd lookup; the crate's `Submitter` forgets that registration between calls, so
@@ -30,12 +36,17 @@ const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
 const IORING_ENTER_REGISTERED_RING: u32 = 1 << 4;
 const IORING_REGISTER_RING_FDS: u32 = 20;
 
-/// What this ring may use, decided once at setup.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RingFeatures {
-    /// Multishot accept and receive into a provided-buffer ring.
-    pub(crate) multishot: bool,
+/// What a core's ring may use, decided once at setup (see [`crate::uring::ring_features`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingFeatures {
+    /// Multishot accept and receive into a provided-buffer ring. Off on the fallback path and
+    /// when the opcode probe failed.
+    pub multishot: bool,
 }
+
+/// The submission queue had no free entry; submit (and reap) before retrying.
+#[derive(Debug)]
+pub(crate) struct SqFull;
 
 /// The opcodes the engine submits, probed once per process.
 const NEEDED_OPS: [(u8, &str); 7] = [
@@ -48,7 +59,9 @@ const NEEDED_OPS: [(u8, &str); 7] = [
     (opcode::Shutdown::CODE, "SHUTDOWN"),
 ];
 
-static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+/// What the probe found, once per process: `Ok(true)` every needed opcode is there, `Ok(false)`
+/// the probe itself failed (only the base set is assumed), `Err` a needed opcode is missing.
+static PROBED: OnceLock<Result<bool, String>> = OnceLock::new();
 
 /// Whether the fallback path is forced by `RINGRPC_URING_FALLBACK=1`.
 pub(crate) fn fallback_forced_by_env() -> bool {
@@ -92,6 +105,15 @@ pub(crate) struct Ring {
 impl Ring {
     /// Builds the ring with the best flags this kernel takes; `fallback` forces plain flags and
     /// no multishot.
+    ///
+    /// The opcode probe (`IORING_REGISTER_PROBE`) decides what beyond the *base set* the ring
+    /// uses. The base set is what every kernel this engine accepts has: it requires
+    /// `IORING_FEAT_EXT_ARG` (Linux 5.11), by which every opcode in [`NEEDED_OPS`] exists
+    /// (SHUTDOWN, the newest, came in 5.11), and single-shot use of them is all the fallback
+    /// path needs. Multishot accept and receive and the provided-buffer ring came later (5.19,
+    /// 6.0) and are flags, not opcodes: they are used only when the probe answered. A probe that
+    /// fails therefore means the fallback path (single-shot accept and receive, no buffer ring),
+    /// logged; a probe that answers without a needed opcode fails setup with its name.
     pub(crate) fn new(fallback: bool) -> io::Result<Self> {
         let ring = if fallback {
             tracing::warn!("RINGRPC_URING_FALLBACK: plain ring flags, no multishot");
@@ -136,14 +158,14 @@ impl Ring {
                 "io_uring without IORING_FEAT_NODROP: completions may be lost on CQ overflow"
             );
         }
-        probe_once(&ring)?;
+        let probed = probe_once(&ring)?;
         let registered = register_ring_fd(&ring);
         Ok(Self {
             ring: RefCell::new(ring),
             pending: Cell::new(0),
             registered,
             features: RingFeatures {
-                multishot: !fallback,
+                multishot: !fallback && probed,
             },
         })
     }
@@ -158,23 +180,24 @@ impl Ring {
         f(self.ring.borrow().submitter())
     }
 
-    /// Queues one SQE, submitting first if the SQ is full.
+    /// Queues one SQE, or reports that the SQ is full (the core submits, reaps and retries:
+    /// `Core::push`).
     ///
     /// # Safety
     /// Every buffer, fd and pointer `entry` refers to must stay valid until its final completion
     /// is reaped (the op table keeps them owned for that long).
-    pub(crate) unsafe fn push(&self, entry: &squeue::Entry) -> io::Result<()> {
-        loop {
-            {
-                let mut ring = self.ring.borrow_mut();
-                // SAFETY: forwarded from the caller: the entry's resources outlive its completion.
-                if unsafe { ring.submission().push(entry) }.is_ok() {
-                    self.pending.set(self.pending.get() + 1);
-                    return Ok(());
-                }
-            }
-            // SQ full: hand what is queued to the kernel and retry.
-            self.enter(false, None)?;
+    pub(crate) unsafe fn try_push(&self, entry: &squeue::Entry) -> Result<(), SqFull> {
+        #[cfg(feature = "fault-injection")]
+        if super::faults::take(super::faults::Fault::PushFull).is_some() {
+            return Err(SqFull);
+        }
+        let mut ring = self.ring.borrow_mut();
+        // SAFETY: forwarded from the caller: the entry's resources outlive its completion.
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            self.pending.set(self.pending.get() + 1);
+            Ok(())
+        } else {
+            Err(SqFull)
         }
     }
 
@@ -185,7 +208,15 @@ impl Ring {
 
     /// One `io_uring_enter`: submits every queued SQE and, if `wait`, blocks until at least one
     /// completion arrives or `timeout` passes. Returns how many SQEs the kernel took.
+    ///
+    /// `EINTR`, `ETIME` (the wait ended) and `EAGAIN`/`EBUSY` (the kernel could not take SQEs
+    /// now: its CQ is full) are `Ok(0)`; the caller reaps, which makes room. Other errors are
+    /// returned.
     pub(crate) fn enter(&self, wait: bool, timeout: Option<Duration>) -> io::Result<u32> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(errno) = super::faults::take(super::faults::Fault::Enter) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         let to_submit = self.pending.get();
         let ts = timeout.map(|d| KernelTimespec {
             tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -263,12 +294,26 @@ pub(crate) fn cqe_more(flags: u32) -> bool {
     cqueue::more(flags)
 }
 
-fn probe_once(ring: &IoUring) -> io::Result<()> {
+/// Probes the opcodes (once per process): `Ok(true)` all needed present, `Ok(false)` the probe
+/// failed (base set only: no multishot, no buffer ring), `Err` a needed opcode is missing.
+fn probe_once(ring: &IoUring) -> io::Result<bool> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(errno) = super::faults::take(super::faults::Fault::Probe) {
+        // Not cached: the injected failure is for this ring only.
+        tracing::warn!(
+            error = %io::Error::from_raw_os_error(errno),
+            "io_uring probe failed; using the base opcode set only (no multishot, no buffer ring)"
+        );
+        return Ok(false);
+    }
     let r = PROBED.get_or_init(|| {
         let mut probe = Probe::new();
         if let Err(e) = ring.submitter().register_probe(&mut probe) {
-            tracing::warn!(error = %e, "io_uring probe failed; assuming the needed opcodes exist");
-            return Ok(());
+            tracing::warn!(
+                error = %e,
+                "io_uring probe failed; using the base opcode set only (no multishot, no buffer ring)"
+            );
+            return Ok(false);
         }
         let missing: Vec<&str> = NEEDED_OPS
             .iter()
@@ -276,7 +321,7 @@ fn probe_once(ring: &IoUring) -> io::Result<()> {
             .map(|(_, name)| *name)
             .collect();
         if missing.is_empty() {
-            Ok(())
+            Ok(true)
         } else {
             Err(format!("io_uring lacks opcodes: {}", missing.join(", ")))
         }

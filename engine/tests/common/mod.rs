@@ -16,6 +16,8 @@ use ringrpc_engine::{
     StreamWriter,
 };
 
+pub mod peer;
+
 /// A boxed per-core init function.
 pub type Init = Box<dyn Fn(CoreId) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
 
