@@ -43,6 +43,8 @@ use ring::{Ring, CANCEL_UD, WAKE_UD};
 
 pub use net::{UringListener, UringReader, UringStream, UringWriter};
 pub use timer::Sleep;
+#[doc(hidden)]
+pub use timer::{TimerKey, TimerQueue};
 
 /// Mailbox jobs (cross-core closures) run per loop turn.
 pub const MAILBOX_BUDGET: usize = 128;
