@@ -15,6 +15,7 @@
 //! `io_uring_enter` (which waits only if nothing is ready, with the nearest timer as timeout),
 //! and reap up to [`CQE_BUDGET`] completions. See `docs/engine.md`.
 
+mod buf_return;
 mod buf_ring;
 mod executor;
 mod net;
@@ -189,7 +190,7 @@ pub(crate) struct Core {
     pub(crate) ops: Ops,
     pub(crate) exec: Executor,
     pub(crate) timers: timer::Timers,
-    pub(crate) bufs: Option<Arc<BufPool>>,
+    pub(crate) bufs: Option<Rc<BufPool>>,
     pub(crate) remote: Arc<Remote>,
     shared: Arc<RuntimeShared>,
     id: CoreId,
