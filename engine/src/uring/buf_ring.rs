@@ -559,7 +559,7 @@ mod tests {
             assert_eq!(len_field, shared.buf_size);
             assert!(len <= len_field);
             // SAFETY: the buffer was in the ring (ours to write, as the kernel); len <= size.
-            unsafe { std::ptr::write_bytes(addr as *mut u8, fill, len as usize) };
+            unsafe { std::ptr::write_bytes(shared.buf_ptr(bid), fill, len as usize) };
             self.head = self.head.wrapping_add(1);
             pool.note_taken();
             bid

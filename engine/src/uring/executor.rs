@@ -78,7 +78,11 @@ impl Remote {
 
     /// Called by the core after its eventfd read completed, before draining the queues.
     pub(crate) fn clear_notified(&self) {
-        self.notified.store(false, Ordering::SeqCst);
+        // A read-modify-write, not a store: it reads the latest `notify` swap and so
+        // synchronizes with it, making that notifier's queue push visible to the drain that
+        // follows. With a plain store, a notify that saw `true` (and wrote no eventfd) could push
+        // an item the drain misses: a lost wake-up (tests/loom_bufs.rs finds it).
+        self.notified.swap(false, Ordering::AcqRel);
     }
 
     /// Marks this thread as running the core that owns `remote` (or clears it).
