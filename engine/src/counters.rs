@@ -13,6 +13,8 @@ pub struct Counters {
     enters: AtomicU64,
     buf_ring_misses: AtomicU64,
     buf_copies: AtomicU64,
+    small_copies: AtomicU64,
+    reader_cap_copies: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     accepted: AtomicU64,
@@ -53,6 +55,16 @@ impl Counters {
     #[inline]
     pub fn add_buf_copy(&self) {
         bump(&self.buf_copies, 1);
+    }
+    /// Counts one small receive copied out of the buffer ring at once (it holds no buffer).
+    #[inline]
+    pub fn add_small_copy(&self) {
+        bump(&self.small_copies, 1);
+    }
+    /// Counts one receive copied out because its reader already held its share of the ring.
+    #[inline]
+    pub fn add_reader_cap_copy(&self) {
+        bump(&self.reader_cap_copies, 1);
     }
     /// Adds received bytes.
     #[inline]
@@ -106,6 +118,8 @@ impl Counters {
             enters: self.enters.load(Ordering::Relaxed),
             buf_ring_misses: self.buf_ring_misses.load(Ordering::Relaxed),
             buf_copies: self.buf_copies.load(Ordering::Relaxed),
+            small_copies: self.small_copies.load(Ordering::Relaxed),
+            reader_cap_copies: self.reader_cap_copies.load(Ordering::Relaxed),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
@@ -129,8 +143,13 @@ pub struct CounterSnapshot {
     pub enters: u64,
     /// Receives that found the buffer ring empty.
     pub buf_ring_misses: u64,
-    /// Receives copied out of the buffer ring because it ran low.
+    /// Receives copied out of the buffer ring because it ran low (fewer than an eighth of its
+    /// buffers left).
     pub buf_copies: u64,
+    /// Small receives copied out at once (at most 1 KiB: copying costs no more than holding).
+    pub small_copies: u64,
+    /// Receives copied out because their connection already held its share of the ring.
+    pub reader_cap_copies: u64,
     /// Bytes received.
     pub bytes_received: u64,
     /// Bytes sent.

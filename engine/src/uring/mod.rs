@@ -20,6 +20,7 @@
 //! (bounded by [`EXIT_WAIT_LIMIT`]) for their final completions and only then frees buffers and
 //! the ring; past the bound it leaks them on purpose. `Runtime::join` reports the failure.
 
+mod buf_return;
 mod buf_ring;
 mod executor;
 #[cfg(feature = "fault-injection")]
@@ -51,6 +52,8 @@ use ring::{Ring, CANCEL_UD, WAKE_UD};
 pub use net::{UringListener, UringReader, UringStream, UringWriter};
 pub use ring::RingFeatures;
 pub use timer::Sleep;
+#[doc(hidden)]
+pub use timer::{TimerKey, TimerQueue};
 
 /// What the calling core's ring uses (`None` off an io_uring core thread).
 pub fn ring_features() -> Option<RingFeatures> {
@@ -206,7 +209,7 @@ pub(crate) struct Core {
     pub(crate) ops: Ops,
     pub(crate) exec: Executor,
     pub(crate) timers: timer::Timers,
-    pub(crate) bufs: Option<Arc<BufPool>>,
+    pub(crate) bufs: Option<Rc<BufPool>>,
     pub(crate) remote: Arc<Remote>,
     shared: Arc<RuntimeShared>,
     id: CoreId,

@@ -4,9 +4,11 @@
 //!   accepted sockets queue in the op until `accept` takes them (or are closed if the listener is
 //!   dropped first).
 //! - [`UringReader`]: one multishot receive into the core's provided-buffer ring; each completion
-//!   goes up as `Bytes` over the ring buffer (no copy). `ENOBUFS` counts a miss and waits for a
-//!   buffer to come back before re-arming; the data stays in the socket, nothing is dropped. A
-//!   multishot receive that ends (no `IORING_CQE_F_MORE`) is re-armed on the next `recv`.
+//!   goes up as `Bytes` over the ring buffer (no copy), unless the pool copies it out (a small
+//!   receive, a reader holding its share of the ring already, or a low ring: see `buf_ring`).
+//!   `ENOBUFS` counts a miss and waits for a buffer to come back before re-arming; the data stays
+//!   in the socket, nothing is dropped. A multishot receive that ends (no `IORING_CQE_F_MORE`) is
+//!   re-armed on the next `recv`.
 //! - [`UringWriter`]: `SENDMSG` over the chunk chain (up to [`MAX_IOV`] slices per SQE); the op
 //!   owns the chunks, the iovec array and the msghdr until its completion; a partial write
 //!   continues where it stopped.
@@ -25,6 +27,7 @@ use bytes::{Buf, Bytes};
 use io_uring::{opcode, types};
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
+use super::buf_ring::{ReaderAccount, RecvPath};
 use super::op::{Op, OpKind};
 use super::with_core;
 use crate::{Listener, Stream, StreamReader, StreamWriter};
@@ -220,6 +223,7 @@ impl Stream for UringStream {
                 fd: self.fd.clone(),
                 op: None,
                 eof: false,
+                account: None,
             },
             UringWriter { fd: self.fd },
         )
@@ -237,6 +241,8 @@ pub struct UringReader {
     fd: Rc<OwnedFd>,
     op: Option<Op>,
     eof: bool,
+    /// This reader's account of the ring buffers it holds (opened on its first buffer).
+    account: Option<ReaderAccount>,
 }
 
 impl std::fmt::Debug for UringReader {
@@ -320,15 +326,19 @@ impl UringReader {
                     let n = n.unsigned_abs();
                     with_core(|c| c.counters().add_received(u64::from(n)));
                     let bytes = if let Some(bid) = cqe.buffer() {
-                        with_core(|c| {
-                            let pool = c.bufs.as_ref().expect("buffer ring");
-                            if pool.is_low() {
-                                c.counters().add_buf_copy();
-                                pool.copy_out(bid, n)
-                            } else {
-                                pool.take(bid, n)
+                        let account = self.account.get_or_insert_with(|| {
+                            with_core(|c| c.bufs.as_ref().expect("buffer ring").open_reader())
+                        });
+                        let (bytes, path) = account.pool().receive(bid, n, account);
+                        match path {
+                            RecvPath::Held => {}
+                            RecvPath::Small => with_core(|c| c.counters().add_small_copy()),
+                            RecvPath::ReaderCap => {
+                                with_core(|c| c.counters().add_reader_cap_copy());
                             }
-                        })
+                            RecvPath::LowRing => with_core(|c| c.counters().add_buf_copy()),
+                        }
+                        bytes
                     } else if let Some(mut b) = fallback_buf {
                         // SAFETY: the kernel initialized the first `n` bytes of the buffer.
                         unsafe { b.buf.set_len(n as usize) };
