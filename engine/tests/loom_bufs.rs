@@ -121,7 +121,8 @@ impl Drop for Owner {
     }
 }
 
-fn model() {
+/// A fresh pool whose buffers the kernel filled, and its core's doorbell.
+fn filled_pool() -> (Arc<Pool>, Arc<ModelRemote>) {
     let remote = Arc::new(ModelRemote {
         notified: AtomicBool::new(false),
         eventfd: AtomicUsize::new(0),
@@ -138,11 +139,18 @@ fn model() {
             remote.clone(),
         ),
     });
-    // The kernel fills each buffer; the core hands each up to a task on another thread.
+    for bid in 0..BUFS {
+        // SAFETY: the buffer is the kernel's (in the ring) until an owner exists.
+        pool.bufs[bid].with_mut(|p| unsafe { *p = bid as u8 + 1 });
+    }
+    (pool, remote)
+}
+
+fn model() {
+    let (pool, remote) = filled_pool();
+    // The core hands each buffer up to a task on another thread.
     let mut holders = Vec::new();
     for bid in 0..BUFS as u16 {
-        // SAFETY: the buffer is the kernel's (in the ring) until the owner exists.
-        pool.bufs[usize::from(bid)].with_mut(|p| unsafe { *p = bid as u8 + 1 });
         let owner = Owner {
             pool: pool.clone(),
             bid,
@@ -177,9 +185,41 @@ fn model() {
     }
 }
 
-#[test]
-fn buffers_sent_home_from_other_threads_all_come_back() {
+/// The core goes away while other threads still hold its buffers: they read valid memory, send
+/// the ids to a queue nobody drains, and the last of them frees the pool (loom's `Arc` reports a
+/// leak or a double free).
+fn model_core_gone_first() {
+    let (pool, _remote) = filled_pool();
+    let holders: Vec<_> = (0..BUFS as u16)
+        .map(|bid| {
+            let owner = Owner {
+                pool: pool.clone(),
+                bid,
+            };
+            thread::spawn(move || {
+                assert_eq!(owner.read(), owner.bid as u8 + 1);
+                drop(owner);
+            })
+        })
+        .collect();
+    drop(pool);
+    for h in holders {
+        h.join().unwrap();
+    }
+}
+
+fn builder() -> loom::model::Builder {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(3);
-    builder.check(model);
+    builder
+}
+
+#[test]
+fn buffers_sent_home_from_other_threads_all_come_back() {
+    builder().check(model);
+}
+
+#[test]
+fn buffers_outliving_their_core_free_the_pool_once() {
+    builder().check(model_core_gone_first);
 }

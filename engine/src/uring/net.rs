@@ -340,7 +340,9 @@ impl UringReader {
                         }
                         bytes
                     } else if let Some(mut b) = fallback_buf {
-                        // SAFETY: the kernel initialized the first `n` bytes of the buffer.
+                        assert!(n as usize <= b.buf.capacity(), "receive past its buffer");
+                        // SAFETY: the kernel initialized the first `n` bytes of the buffer, which
+                        // lie inside its capacity (asserted above).
                         unsafe { b.buf.set_len(n as usize) };
                         Bytes::from(b.buf)
                     } else {
