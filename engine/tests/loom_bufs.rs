@@ -11,16 +11,25 @@
 //!   of it (loom's `UnsafeCell` tracks every access);
 //! - every buffer comes back exactly once, and the shared memory is freed once (loom's `Arc`).
 //!
-//! The doorbell and the queue are models: the doorbell is the core's `Remote` (a `notified` flag
-//! that coalesces eventfd writes, with the orderings `executor.rs` uses); the queue stands in for
-//! crossbeam's `SegQueue` on the paths taken here (a push publishes its slot with a release; a
-//! pop that finds it empty does one acquire load, as `SegQueue::pop` does).
+//! The doorbell flag is the engine's own `wake::Doorbell` (src/wake.rs, included with loom's
+//! atomics, as the core's `Remote` uses it to coalesce eventfd writes) over a model eventfd; the
+//! queue stands in for crossbeam's `SegQueue` on the paths taken here (a push publishes its slot
+//! with a release; a pop that finds it empty does one acquire load, as `SegQueue::pop` does).
 //!
 //! `cargo test -p ringrpc-engine --release --test loom_bufs`
 
 #[path = "../src/uring/buf_return.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod buf_return;
+
+mod atomics {
+    pub(crate) use loom::sync::atomic::{AtomicBool, Ordering};
+}
+
+/// The core's real doorbell flag (`Remote` keeps one), with loom's atomics.
+#[path = "../src/wake.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod wake;
 
 use buf_return::{Doorbell, HomeQueue, ReturnQueue};
 use loom::cell::UnsafeCell;
@@ -63,7 +72,7 @@ impl ReturnQueue for ModelQueue {
 
 /// The core's `Remote`: `notify` writes the eventfd once until the core has seen it.
 struct ModelRemote {
-    notified: AtomicBool,
+    notified: wake::Doorbell,
     /// The eventfd's counter (the kernel updates it under a lock: acquire/release).
     eventfd: AtomicUsize,
 }
@@ -74,18 +83,19 @@ impl ModelRemote {
         self.eventfd.swap(0, Ordering::AcqRel) > 0
     }
 
-    /// `Remote::clear_notified`, called after the read completed and before the next drain. A
-    /// read-modify-write: with the plain `store(false, SeqCst)` it used to be, this model finds
-    /// a lost wake-up (the core waits on its eventfd forever while an id sits in the queue).
+    /// `Remote::clear_notified`, called after the read completed and before the next drain
+    /// (`Doorbell::answer`, a read-modify-write: with the plain `store(false, SeqCst)` it used to
+    /// be, this model finds a lost wake-up — the core waits on its eventfd forever while an id
+    /// sits in the queue).
     fn clear_notified(&self) {
-        self.notified.swap(false, Ordering::AcqRel);
+        self.notified.answer();
     }
 }
 
 impl Doorbell for Arc<ModelRemote> {
     /// `Remote::notify`.
     fn ring(&self) {
-        if !self.notified.swap(true, Ordering::AcqRel) {
+        if self.notified.ring() {
             self.eventfd.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -124,7 +134,7 @@ impl Drop for Owner {
 /// A fresh pool whose buffers the kernel filled, and its core's doorbell.
 fn filled_pool() -> (Arc<Pool>, Arc<ModelRemote>) {
     let remote = Arc::new(ModelRemote {
-        notified: AtomicBool::new(false),
+        notified: wake::Doorbell::new(),
         eventfd: AtomicUsize::new(0),
     });
     let pool = Arc::new(Pool {
