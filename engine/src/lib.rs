@@ -14,6 +14,7 @@
 
 pub mod baseline;
 mod counters;
+pub mod deadline;
 mod interface;
 pub mod local;
 pub mod oneshot;
