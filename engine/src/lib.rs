@@ -19,6 +19,7 @@ mod atomics {
 }
 pub mod baseline;
 mod counters;
+pub mod deadline;
 mod interface;
 pub mod local;
 pub mod oneshot;

@@ -9,16 +9,23 @@
 //! How much leaves per send is the engine's choice ([`Engine::batches_sends`]): the io_uring
 //! engine takes everything queued at once; the gonet-style baseline writes each pushed message
 //! with its own send, as a Go server writing every reply to its `net.Conn` does.
+//!
+//! The write timeout is one [`LazyDeadline`] per writer, not a timer per send: each send that
+//! has to wait moves the deadline to its start plus the timeout, and the one timer is re-armed
+//! only when it fires while the deadline has moved on.
 
 use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
 use std::rc::Rc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::deadline::LazyDeadline;
 use crate::local::Notify;
-use crate::time::timeout;
 use crate::{Engine, StreamWriter};
 
 #[derive(Debug, Default)]
@@ -139,6 +146,10 @@ async fn run_writer<E: Engine, W: StreamWriter>(
     let mut batch: Vec<Bytes> = Vec::new();
     let mut lens: Vec<usize> = Vec::new();
     let mut one: Vec<Bytes> = Vec::new();
+    let mut deadline = WriteDeadline::<E> {
+        timeout: write_timeout,
+        timer: LazyDeadline::new(),
+    };
     'run: loop {
         if shared.queue.borrow().is_empty() {
             if shared.closing.get() {
@@ -150,7 +161,7 @@ async fn run_writer<E: Engine, W: StreamWriter>(
         }
         std::mem::swap(&mut *shared.queue.borrow_mut(), &mut batch);
         if !shared.per_message {
-            let (result, emptied) = send_timed::<E, W>(&mut writer, batch, write_timeout).await;
+            let (result, emptied) = deadline.send(&mut writer, batch).await;
             batch = emptied;
             if !sent(&shared, result) {
                 break;
@@ -162,7 +173,7 @@ async fn run_writer<E: Engine, W: StreamWriter>(
         let mut chunks = batch.drain(..);
         for &k in &lens {
             one.extend(chunks.by_ref().take(k));
-            let (result, emptied) = send_timed::<E, W>(&mut writer, one, write_timeout).await;
+            let (result, emptied) = deadline.send(&mut writer, one).await;
             one = emptied;
             if !sent(&shared, result) {
                 break 'run;
@@ -178,24 +189,42 @@ async fn run_writer<E: Engine, W: StreamWriter>(
     shared.drained.notify();
 }
 
-/// Sends `chunks`, giving up after `write_timeout`; returns the result and the emptied vector.
-async fn send_timed<E: Engine, W: StreamWriter>(
-    writer: &mut W,
-    chunks: Vec<Bytes>,
-    write_timeout: Option<Duration>,
-) -> (io::Result<usize>, Vec<Bytes>) {
-    let n: usize = chunks.iter().map(Bytes::len).sum();
-    let (result, mut emptied) = match write_timeout {
-        None => writer.send(chunks).await,
-        // On expiry the send future is dropped (cancel-safe: the engine keeps the buffers
-        // until the kernel is done with them) and the chunks with it.
-        Some(t) => match timeout::<E, _>(t, writer.send(chunks)).await {
-            Ok(sent) => sent,
-            Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
-        },
-    };
-    emptied.clear();
-    (result.map(|()| n), emptied)
+/// The writer's one write-timeout timer.
+struct WriteDeadline<E: Engine> {
+    timeout: Option<Duration>,
+    timer: LazyDeadline<E>,
+}
+
+impl<E: Engine> WriteDeadline<E> {
+    /// Sends `chunks`, giving up when the send has not completed `timeout` after it began to
+    /// wait; returns the result and the emptied vector. A send that completes on its first
+    /// poll (the socket had room) touches neither clock nor timer.
+    async fn send<W: StreamWriter>(
+        &mut self,
+        writer: &mut W,
+        chunks: Vec<Bytes>,
+    ) -> (io::Result<usize>, Vec<Bytes>) {
+        let n: usize = chunks.iter().map(Bytes::len).sum();
+        let mut send = pin!(writer.send(chunks));
+        let mut due: Option<Option<Instant>> = None;
+        let (result, mut emptied) = poll_fn(|cx| {
+            if let Poll::Ready(sent) = send.as_mut().poll(cx) {
+                return Poll::Ready(sent);
+            }
+            let due = *due.get_or_insert_with(|| {
+                self.timeout
+                    .and_then(|t| crate::runtime::turn_now().checked_add(t))
+            });
+            // On expiry the send future is dropped (cancel-safe: the engine keeps the buffers
+            // until the kernel is done with them) and the chunks with it.
+            self.timer
+                .poll_expired(cx, || due)
+                .map(|()| (Err(io::ErrorKind::TimedOut.into()), Vec::new()))
+        })
+        .await;
+        emptied.clear();
+        (result.map(|()| n), emptied)
+    }
 }
 
 /// Accounts for a finished send; `false` (with the error recorded) if the writer must stop.

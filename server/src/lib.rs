@@ -20,9 +20,10 @@ mod conn;
 mod context;
 mod error;
 mod hooks;
-mod race;
 mod server;
 mod service;
+mod stats;
+mod unwind;
 
 pub use context::CallContext;
 pub use error::{BizError, HandlerError, ServerError, OVER_LIMIT_MESSAGE};
@@ -34,3 +35,4 @@ pub use server::{
     ServerFallbackFn, ServerHandle,
 };
 pub use service::{protobuf_body, thrift_body, ServiceDef, SCRATCH_RESERVE};
+pub use stats::ServerStats;

@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -23,12 +23,14 @@ use ringrpc_governance::obs::{
     CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, ObsLayer, Tracer,
 };
 use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
+use ringrpc_governance::Service;
 use ringrpc_governance::{Hooked, Layer};
 use ringrpc_metrics_http::MetricsServer;
 
 use crate::conn::{serve, CoreServer};
 use crate::hooks::{error_kind, RegisterConfig, TracerHook};
 use crate::service::Router;
+use crate::stats::ServerStats;
 use crate::{CallContext, HandlerError, ServerError, ServiceDef};
 
 /// Which I/O engine runs the server.
@@ -74,13 +76,17 @@ pub struct ServerConfig {
     pub max_in_flight_per_conn: usize,
     /// Reply bytes waiting for a slow reader before the connection stops reading. Default 4 MiB.
     pub max_queued_bytes: usize,
-    /// A connection with nothing buffered and nothing running is closed after this. Default
-    /// 10 minutes (Kitex's `MaxConnectionIdleTime`).
+    /// A connection with no frame in progress and no call running for this long is closed; it
+    /// counts from the last byte received or the end of the last call, whichever is later.
+    /// Default 10 minutes (Kitex's `MaxConnectionIdleTime`).
     pub idle_timeout: Duration,
-    /// A partly received frame must complete within this. Default 30 s.
+    /// A frame must be received whole within this of its first byte, however its bytes are
+    /// spread over time (a peer trickling a byte at a time cannot hold the connection);
+    /// otherwise the connection is closed. Time the server itself stops reading
+    /// (backpressure) does not count. Default 30 s.
     pub read_timeout: Duration,
-    /// A send of replies that makes no progress for this long (the client stopped reading)
-    /// closes the connection. Default 30 s.
+    /// A send of replies that has not completed this long after it began to wait for the
+    /// socket (the client stopped reading) closes the connection. Default 30 s.
     pub write_timeout: Duration,
     /// Longest a handler may run (the caller's deadline applies too, whichever is first).
     /// Default: none.
@@ -255,7 +261,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Idle timeout.
+    /// Idle timeout: a connection with no frame in progress and no call running for `d` is
+    /// closed (see [`ServerConfig::idle_timeout`]).
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.config.idle_timeout = d;
         self
@@ -268,7 +275,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Read timeout for a partly received frame.
+    /// Read timeout: a frame must be received whole within `d` of its first byte (see
+    /// [`ServerConfig::read_timeout`]).
     pub fn read_timeout(mut self, d: Duration) -> Self {
         self.config.read_timeout = d;
         self
@@ -415,105 +423,22 @@ fn start_on<E: Engine>(
     }
     let config = Arc::new(config);
     let id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
-    let open_conns = Arc::new(AtomicUsize::new(0));
-    let bound = Arc::new(BoundAddr::default());
-    let (report, reports) = mpsc::channel::<(CoreId, Result<SocketAddr, ServerError>)>();
-    let report = Mutex::new(report);
-    let rt_config = RuntimeConfig {
-        cores: config.cores,
-        pin: config.pin.clone(),
-        name: format!("ringrpc-{}", E::NAME),
-        ..RuntimeConfig::default()
-    };
-    // One set of server-wide limits; each core takes its limiter from it in `accept_loop`.
-    let global = config
-        .rate_limit
-        .map(|l| GlobalLimit::new(l, config.cores.max(1)));
-    let cfg = config.clone();
-    let runtime = E::launch(rt_config, move |core| {
-        // Core 0 binds the configured address first; the others bind the port it got, so
-        // port 0 means one port for all cores.
-        let addr = if core.0 == 0 {
-            cfg.addr
-        } else {
-            let mut slot = bound.addr.lock().unwrap_or_else(|p| p.into_inner());
-            while slot.is_none() {
-                slot = bound.ready.wait(slot).unwrap_or_else(|p| p.into_inner());
-            }
-            slot.flatten().unwrap_or(cfg.addr)
-        };
-        let listener = E::Listener::bind(addr, cfg.backlog).and_then(|l| {
-            let local = l.local_addr()?;
-            Ok((l, local))
-        });
-        if core.0 == 0 {
-            *bound.addr.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(listener.as_ref().ok().map(|(_, a)| *a));
-            bound.ready.notify_all();
-        }
-        let result = listener
-            .as_ref()
-            .map(|(_, a)| *a)
-            .map_err(|e| ServerError::Bind {
-                addr,
-                source: std::io::Error::new(e.kind(), e.to_string()),
-            });
-        let _ = report
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send((core, result));
-        let listener = listener.ok().map(|(l, _)| l);
-        let services: Vec<ServiceDef> = factories.iter().map(|f| f()).collect();
-        let cfg = cfg.clone();
-        let open_conns = open_conns.clone();
-        let global = global.clone();
-        async move {
-            let Some(listener) = listener else { return };
-            accept_loop::<E>(id, core, listener, services, cfg, open_conns, global).await;
-        }
-    })?;
-    let mut local_addr = None;
-    for _ in 0..config.cores {
-        match reports.recv_timeout(Duration::from_secs(10)) {
-            Ok((_, Ok(a))) => local_addr = local_addr.or(Some(a)),
-            Ok((_, Err(e))) => {
-                runtime.stop(Duration::ZERO);
-                return Err(e);
-            }
-            Err(_) => {
-                runtime.stop(Duration::ZERO);
-                return Err(ServerError::Engine(ringrpc_engine::EngineError::Stopped));
-            }
-        }
-    }
-    let local_addr = local_addr.unwrap_or(config.addr);
-    let mut metrics_server = None;
-    if let Some(registry) = &config.metrics {
-        registry.attach_runtime(runtime.handle());
-        if let Some(addr) = config.metrics_addr {
-            match MetricsServer::serve(addr, registry.clone()) {
-                Ok(m) => metrics_server = Some(m),
-                Err(e) => {
-                    runtime.stop(Duration::ZERO);
-                    return Err(ServerError::Metrics(e));
-                }
-            }
-        }
-    }
-    let mut registered = None;
-    if let Some(r) = &config.register {
-        let mut instance = Instance::new(r.advertise.unwrap_or(local_addr), r.weight);
-        instance.tags = r.tags.clone();
-        let registration = Registration::new(r.service.clone(), instance);
-        if let Err(e) = r.registry.register(&registration) {
+    let stats = ServerStats::default();
+    let (runtime, local_addr) = launch_cores::<E>(&config, factories, id, &stats)?;
+    // Past this point a failure must stop the cores it started.
+    let announced = serve_metrics(&config, &runtime)
+        .and_then(|metrics_server| Ok((metrics_server, register(&config, local_addr)?)));
+    let (metrics_server, registered) = match announced {
+        Ok(a) => a,
+        Err(e) => {
             runtime.stop(Duration::ZERO);
-            return Err(ServerError::Register(e));
+            return Err(e);
         }
-        registered = Some((r.registry.clone(), registration));
-    }
+    };
     let handle = ServerHandle {
         id,
         runtime: runtime.handle(),
+        stats,
         grace: config.shutdown_grace,
         registered: Arc::new(Mutex::new(registered)),
     };
@@ -527,13 +452,148 @@ fn start_on<E: Engine>(
     })
 }
 
+/// What each core reports once it tried to bind: the address it listens on, or why not.
+type BindReport = (CoreId, Result<SocketAddr, ServerError>);
+
+/// Starts the cores, each binding its listener and serving; returns once every core has bound
+/// (with the address they listen on), or the first core's failure (the cores stopped).
+fn launch_cores<E: Engine>(
+    config: &Arc<ServerConfig>,
+    factories: Vec<ServiceFactory>,
+    id: u64,
+    stats: &ServerStats,
+) -> Result<(Runtime, SocketAddr), ServerError> {
+    let bound = Arc::new(BoundAddr::default());
+    let (report, reports) = mpsc::channel::<BindReport>();
+    let report = Mutex::new(report);
+    let rt_config = RuntimeConfig {
+        cores: config.cores,
+        pin: config.pin.clone(),
+        name: format!("ringrpc-{}", E::NAME),
+        ..RuntimeConfig::default()
+    };
+    // One set of server-wide limits; each core takes its limiter from it in `accept_loop`.
+    let global = config
+        .rate_limit
+        .map(|l| GlobalLimit::new(l, config.cores.max(1)));
+    let cfg = config.clone();
+    let stats = stats.clone();
+    let runtime = E::launch(rt_config, move |core| {
+        let listener = bind_core::<E>(core, &cfg, &bound, &report);
+        let services: Vec<ServiceDef> = factories.iter().map(|f| f()).collect();
+        let cfg = cfg.clone();
+        let stats = stats.clone();
+        let global = global.clone();
+        async move {
+            let Some(listener) = listener else { return };
+            accept_loop::<E>(id, core, listener, services, cfg, stats, global).await;
+        }
+    })?;
+    match await_bound(&reports, config.cores) {
+        Ok(local_addr) => Ok((runtime, local_addr.unwrap_or(config.addr))),
+        Err(e) => {
+            runtime.stop(Duration::ZERO);
+            Err(e)
+        }
+    }
+}
+
+/// Binds core `core`'s listener and reports the outcome. Core 0 binds the configured address
+/// first; the others bind the port it got, so port 0 means one port for all cores.
+fn bind_core<E: Engine>(
+    core: CoreId,
+    cfg: &ServerConfig,
+    bound: &BoundAddr,
+    report: &Mutex<mpsc::Sender<BindReport>>,
+) -> Option<E::Listener> {
+    let addr = if core.0 == 0 {
+        cfg.addr
+    } else {
+        let mut slot = bound.addr.lock().unwrap_or_else(|p| p.into_inner());
+        while slot.is_none() {
+            slot = bound.ready.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+        slot.flatten().unwrap_or(cfg.addr)
+    };
+    let listener = E::Listener::bind(addr, cfg.backlog).and_then(|l| {
+        let local = l.local_addr()?;
+        Ok((l, local))
+    });
+    if core.0 == 0 {
+        *bound.addr.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(listener.as_ref().ok().map(|(_, a)| *a));
+        bound.ready.notify_all();
+    }
+    let result = listener
+        .as_ref()
+        .map(|(_, a)| *a)
+        .map_err(|e| ServerError::Bind {
+            addr,
+            source: std::io::Error::new(e.kind(), e.to_string()),
+        });
+    let _ = report
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((core, result));
+    listener.ok().map(|(l, _)| l)
+}
+
+/// Waits for every core's bind report; the address the first one listens on, or the first
+/// failure.
+fn await_bound(
+    reports: &mpsc::Receiver<BindReport>,
+    cores: usize,
+) -> Result<Option<SocketAddr>, ServerError> {
+    let mut local_addr = None;
+    for _ in 0..cores {
+        match reports.recv_timeout(Duration::from_secs(10)) {
+            Ok((_, Ok(a))) => local_addr = local_addr.or(Some(a)),
+            Ok((_, Err(e))) => return Err(e),
+            Err(_) => return Err(ServerError::Engine(ringrpc_engine::EngineError::Stopped)),
+        }
+    }
+    Ok(local_addr)
+}
+
+/// Attaches the runtime to the metrics registry and serves `/metrics`, as configured.
+fn serve_metrics(
+    config: &ServerConfig,
+    runtime: &Runtime,
+) -> Result<Option<MetricsServer>, ServerError> {
+    let Some(registry) = &config.metrics else {
+        return Ok(None);
+    };
+    registry.attach_runtime(runtime.handle());
+    config
+        .metrics_addr
+        .map(|addr| MetricsServer::serve(addr, registry.clone()).map_err(ServerError::Metrics))
+        .transpose()
+}
+
+/// Registers the server with its registry, as configured; returns what to withdraw later.
+fn register(
+    config: &ServerConfig,
+    local_addr: SocketAddr,
+) -> Result<Option<Registered>, ServerError> {
+    let Some(r) = &config.register else {
+        return Ok(None);
+    };
+    let mut instance = Instance::new(r.advertise.unwrap_or(local_addr), r.weight);
+    instance.tags = r.tags.clone();
+    let registration = Registration::new(r.service.clone(), instance);
+    r.registry
+        .register(&registration)
+        .map_err(ServerError::Register)?;
+    Ok(Some((r.registry.clone(), registration)))
+}
+
 async fn accept_loop<E: Engine>(
     id: u64,
     core: CoreId,
     mut listener: E::Listener,
     services: Vec<ServiceDef>,
     config: Arc<ServerConfig>,
-    open_conns: Arc<AtomicUsize>,
+    stats: ServerStats,
     global: Option<Arc<GlobalLimit>>,
 ) {
     // The per-core pipeline, outermost first: span and tracer; metrics, limit, ACL and
@@ -572,7 +632,7 @@ async fn accept_loop<E: Engine>(
         core,
         shutting_down: Cell::new(false),
         shutdown: Notify::new(),
-        open_conns,
+        stats,
     });
     {
         let state = state.clone();
@@ -581,12 +641,24 @@ async fn accept_loop<E: Engine>(
                 .insert(id, Rc::new(move || state.begin_shutdown()))
         });
     }
+    accept_connections::<E, _>(&mut listener, &state).await;
+    SHUTDOWN_HOOKS.with(|h| h.borrow_mut().remove(&id));
+}
+
+/// Accepts connections on `listener` and spawns their `serve` tasks until the runtime stops.
+async fn accept_connections<E, S>(listener: &mut E::Listener, state: &Rc<CoreServer<S>>)
+where
+    E: Engine,
+    S: Service<CallContext, Bytes, Response = Bytes, Error = HandlerError> + 'static,
+{
+    let mut backoff = AcceptBackoff::default();
     loop {
         match listener.accept().await {
             Ok(Some((stream, peer))) => {
-                let open = state.open_conns.fetch_add(1, Ordering::Relaxed);
-                if open >= config.max_connections || state.shutting_down.get() {
-                    state.open_conns.fetch_sub(1, Ordering::Relaxed);
+                backoff.reset();
+                let open = state.stats.connection_opened();
+                if open >= state.config.max_connections || state.shutting_down.get() {
+                    state.stats.connection_closed();
                     tracing::warn!(%peer, open, "connection limit reached; closing");
                     drop(stream);
                     continue;
@@ -594,14 +666,61 @@ async fn accept_loop<E: Engine>(
                 E::spawn(serve::<E, _>(stream, peer, state.clone()));
             }
             Ok(None) => break,
-            Err(e) => {
-                // Out of descriptors and similar: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                E::sleep(Duration::from_millis(10)).await;
-            }
+            Err(e) => match backoff.after(&e) {
+                // The connection being accepted failed (reset, aborted, a socket option
+                // refused): it is gone, the next one may be fine.
+                None => {
+                    state.stats.count_accept_error();
+                    tracing::debug!(error = %e, "accepting a connection failed; dropped it");
+                }
+                // Out of descriptors or memory: every accept would fail until some are freed.
+                Some(pause) => {
+                    state.stats.count_accept_backoff();
+                    tracing::warn!(error = %e, ?pause, "accept failed; pausing accepts");
+                    E::sleep(pause).await;
+                }
+            },
         }
     }
-    SHUTDOWN_HOOKS.with(|h| h.borrow_mut().remove(&id));
+}
+
+/// How long to pause accepting after a failed accept: not at all when only that connection
+/// failed; when the process or system is out of a resource (descriptors, buffers, memory),
+/// 1 ms doubling up to [`AcceptBackoff::MAX`], so a core never spins on an accept that cannot
+/// succeed and still resumes soon after descriptors free.
+#[derive(Debug)]
+struct AcceptBackoff {
+    next: Duration,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(1);
+    const MAX: Duration = Duration::from_millis(100);
+
+    /// The pause after `error`, if any.
+    fn after(&mut self, error: &std::io::Error) -> Option<Duration> {
+        let exhausted = matches!(
+            error.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        ) || error.kind() == std::io::ErrorKind::OutOfMemory;
+        if !exhausted {
+            return None;
+        }
+        let pause = self.next;
+        self.next = (pause * 2).min(Self::MAX);
+        Some(pause)
+    }
+
+    /// A connection was accepted: the next shortage starts from the shortest pause again.
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
 }
 
 /// A cloneable, `Send` handle that shuts the server down.
@@ -609,6 +728,7 @@ async fn accept_loop<E: Engine>(
 pub struct ServerHandle {
     id: u64,
     runtime: RuntimeHandle,
+    stats: ServerStats,
     grace: Duration,
     /// The registration to withdraw when shutdown begins (taken by the first shutdown).
     registered: Arc<Mutex<Option<Registered>>>,
@@ -666,6 +786,11 @@ impl ServerHandle {
     pub fn runtime(&self) -> &RuntimeHandle {
         &self.runtime
     }
+
+    /// The server's counters (open connections, handler panics, accept errors).
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
 }
 
 fn deregister(registry: &dyn Registry, registration: &Registration) {
@@ -710,6 +835,11 @@ impl RunningServer {
     /// A handle for shutting down from elsewhere.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
+    }
+
+    /// The server's counters; the value returned stays readable after shutdown.
+    pub fn stats(&self) -> ServerStats {
+        self.handle.stats.clone()
     }
 
     /// Shuts down gracefully and waits until every core has stopped.
@@ -771,5 +901,41 @@ impl Drop for RunningServer {
                 tracing::error!(error = %e, "a server core died");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os_error(code: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn only_resource_exhaustion_pauses_accepting_and_the_pause_is_bounded() {
+        let mut backoff = AcceptBackoff::default();
+        for code in [
+            libc::ECONNABORTED,
+            libc::ECONNRESET,
+            libc::EPERM,
+            libc::ENOTCONN,
+        ] {
+            assert_eq!(backoff.after(&os_error(code)), None, "errno {code}");
+        }
+        let pauses: Vec<Duration> = (0..10)
+            .map(|_| backoff.after(&os_error(libc::EMFILE)).unwrap())
+            .collect();
+        assert_eq!(pauses[0], AcceptBackoff::FIRST);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*pauses.last().unwrap(), AcceptBackoff::MAX);
+        for code in [libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert_eq!(backoff.after(&os_error(code)), Some(AcceptBackoff::MAX));
+        }
+        backoff.reset();
+        assert_eq!(
+            backoff.after(&os_error(libc::EMFILE)),
+            Some(AcceptBackoff::FIRST)
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringrpc_client::{CallOptions, Client, ClientConfig, ConnMode};
-use ringrpc_codec::thrift::SuccessResult;
+use ringrpc_codec::apache::SuccessResult;
 use ringrpc_engine::uring::{Uring, DEFAULT_BUFFERS};
 use ringrpc_engine::CoreId;
 use ringrpc_example_echo::Response;

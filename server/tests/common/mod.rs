@@ -68,6 +68,8 @@ pub struct Probe {
     pub deadlines: Mutex<Vec<Option<Duration>>>,
     /// The peer address of every `Echo` call (one per client connection).
     pub peers: Mutex<HashSet<SocketAddr>>,
+    /// `panic-every-10th` calls so far.
+    pub panicky: AtomicUsize,
 }
 
 /// A Kitex Protobuf message, as in kitex-benchmark's `echo-kitex.proto` plus a number.
@@ -104,7 +106,12 @@ pub struct PbResponse {
 /// - `deadline`: records the call's deadline in the probe, then sleeps `msg` ms;
 /// - `biz`: a business error (status 1234, message `msg`, extra `{k: v, q: "\"}`);
 /// - `exception`: an INTERNAL_ERROR exception with message `msg`;
-/// - `meta`: answers `transient(t)|persistent(p)` and sets backward `b` = `back-<msg>`.
+/// - `meta`: answers `transient(t)|persistent(p)` and sets backward `b` = `back-<msg>`;
+/// - `panic-every-10th`: panics on every 10th such call (counted in `panicky`), alternately at
+///   once and after a 1 ms sleep, so both a call answered in place and one running as a task
+///   panic.
+///
+/// `PbEcho` with action `panic` panics at once.
 pub fn test_service<E: Engine>(probe: Arc<Probe>) -> ServiceDef {
     ServiceDef::new(SERVICE)
         .thrift_method(
@@ -156,6 +163,15 @@ pub fn test_service<E: Engine>(probe: Arc<Probe>) -> ServiceDef {
                         cx.set_backward("b", format!("back-{}", req.msg));
                         return Ok(SuccessResult(Response::new(req.action, seen)));
                     }
+                    "panic-every-10th" => {
+                        let n = probe.panicky.fetch_add(1, Ordering::SeqCst) + 1;
+                        if n % 10 == 0 {
+                            if n % 20 == 0 {
+                                E::sleep(Duration::from_millis(1)).await;
+                            }
+                            panic!("planned panic of call {n}");
+                        }
+                    }
                     other => return Err(HandlerError::internal(format!("bad action {other}"))),
                 }
                 Ok(SuccessResult(Response::new(req.action, req.msg)))
@@ -164,6 +180,9 @@ pub fn test_service<E: Engine>(probe: Arc<Probe>) -> ServiceDef {
         .protobuf_method(
             "PbEcho",
             async |cx: &mut CallContext, req: PbRequest| -> Result<PbResponse, HandlerError> {
+                if req.action == "panic" {
+                    panic!("planned protobuf panic");
+                }
                 let head = cx.request_head();
                 Ok(PbResponse {
                     seen: format!("{:?}/{:?}", head.framing, head.protocol),
@@ -339,6 +358,48 @@ pub fn read_frame(s: &mut TcpStream) -> (Frame, Vec<u8>) {
         raw.extend_from_slice(&chunk[..n]);
         buf.push(Bytes::copy_from_slice(&chunk[..n]));
     }
+}
+
+/// A whole Framed Thrift `Echo` call with sequence id `seq`, for raw sockets.
+pub fn raw_echo_call(seq: i32, action: &str, msg: &str) -> Vec<u8> {
+    let head = ringrpc_codec::FrameHead::new(
+        ringrpc_codec::Framing::Framed,
+        ringrpc_codec::PayloadProtocol::ThriftBinary,
+        ringrpc_codec::MessageType::Call,
+        "Echo",
+        seq,
+    );
+    let mut body = bytes::BytesMut::new();
+    ringrpc_codec::apache::write_body(&req(action, msg), &mut body).unwrap();
+    let mut chunks = Vec::new();
+    ringrpc_codec::FrameEncoder::new()
+        .encode(&head, body.freeze(), &mut chunks)
+        .unwrap();
+    chunks.concat()
+}
+
+/// Sends `raw_echo_call(seq, "echo", msg)` on `s` and checks the reply answers it.
+pub fn raw_echo(s: &mut TcpStream, seq: i32, msg: &str) {
+    s.write_all(&raw_echo_call(seq, "echo", msg))
+        .expect("request sent");
+    let (f, _) = read_frame(s);
+    assert_eq!(
+        (f.head.message_type, f.head.seq_id),
+        (ringrpc_codec::MessageType::Reply, seq)
+    );
+    let SuccessResult(r) =
+        ringrpc_codec::apache::read_body::<SuccessResult<Response>>(f.body).expect("reply");
+    assert_eq!(r.msg, msg);
+}
+
+/// Counts the process's threads (`Threads:` of /proc/self/status).
+pub fn thread_count() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads: line")
 }
 
 /// Writes `bytes`, ignoring a reset (the server may close before reading everything).
