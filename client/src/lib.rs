@@ -23,7 +23,7 @@ mod outside;
 mod pipeline;
 mod pool;
 
-pub use client::{Client, Reply};
+pub use client::{clients_on_this_core, Client, Reply};
 pub use config::{
     CallOptions, ClientConfig, ClientTracer, ConnMode, ErrorFilter, Fallback, FallbackFn,
     HashKeyFn, LoadBalancerKind, Protocol, ResolverConfig,

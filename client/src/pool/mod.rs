@@ -173,6 +173,18 @@ impl<E: Engine> CorePool<E> {
     }
 }
 
+/// The client's state on this core is going (its last handle was dropped): multiplexed
+/// connections close once their calls are done; idle pooled connections close as the map drops.
+impl<E: Engine> Drop for CorePool<E> {
+    fn drop(&mut self) {
+        if let Conns::Mux(map) = &self.conns {
+            for slots in map.borrow().values() {
+                slots.close();
+            }
+        }
+    }
+}
+
 /// Counts one open connection in the client's metrics while it lives.
 pub(crate) struct ConnCount(Option<Rc<CoreMetrics>>);
 
