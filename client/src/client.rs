@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ringrpc_codec::{PayloadProtocol, TtHeader};
 use ringrpc_engine::Engine;
 use ringrpc_governance::balance::Instance;
@@ -22,6 +22,7 @@ use ringrpc_governance::{Backward, CallDeadline, Service};
 use thrift::protocol::TSerializable;
 
 use crate::discovery::ClientCores;
+use crate::kind::{CallKind, Protobuf, Raw, Thrift};
 use crate::pipeline::CoreClient;
 use crate::pool::CorePool;
 use crate::{CallOptions, ClientConfig, ClientContext, ClientError};
@@ -216,11 +217,52 @@ impl<E: Engine> Client<E> {
         body: Bytes,
         opts: CallOptions,
     ) -> Result<Reply, ClientError> {
-        self.call_with(method, body, opts, None).await
+        self.call::<Raw>(method, &body, opts).await
     }
 
-    /// [`Client::call_raw`] with the body's payload codec, when known.
-    async fn call_with(
+    /// Calls a Thrift method: `args` is the method's `_args` struct, the result its `_result`
+    /// struct.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn call_thrift<A: TSerializable, R: TSerializable>(
+        &self,
+        method: &str,
+        args: &A,
+        opts: CallOptions,
+    ) -> Result<R, ClientError> {
+        self.call::<Thrift<A, R>>(method, args, opts).await
+    }
+
+    /// Calls a Kitex Protobuf method. The request is Kitex Protobuf (magic `0x9001`) in the
+    /// configured framing; protobuf is always framed, so `TtHeader` becomes `TtHeaderFramed` and
+    /// `Buffered` becomes `Framed`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn call_protobuf<A: prost::Message, R: prost::Message + Default>(
+        &self,
+        method: &str,
+        request: &A,
+        opts: CallOptions,
+    ) -> Result<R, ClientError> {
+        self.call::<Protobuf<A, R>>(method, request, opts).await
+    }
+
+    /// A call of kind `K`: every typed call above is this.
+    async fn call<K: CallKind>(
+        &self,
+        method: &str,
+        request: &K::Request,
+        opts: CallOptions,
+    ) -> Result<K::Response, ClientError> {
+        let body = K::encode(request)?;
+        K::decode(self.call_body(method, body, opts, K::PAYLOAD).await?)
+    }
+
+    /// Runs an encoded call through this core's pipeline; `payload` is the body's codec, when
+    /// known.
+    pub(crate) async fn call_body(
         &self,
         method: &str,
         body: Bytes,
@@ -243,54 +285,5 @@ impl<E: Engine> Client<E> {
         let call: Pin<Box<dyn Future<Output = Result<Reply, ClientError>> + '_>> =
             Box::pin(core.pipeline.call(&mut cx, body));
         call.await
-    }
-
-    /// Calls a Thrift method: `args` is the method's `_args` struct, the result its `_result`
-    /// struct.
-    ///
-    /// # Errors
-    /// See [`ClientError`].
-    pub async fn call_thrift<A: TSerializable, R: TSerializable>(
-        &self,
-        method: &str,
-        args: &A,
-        opts: CallOptions,
-    ) -> Result<R, ClientError> {
-        let mut buf = BytesMut::with_capacity(256);
-        ringrpc_codec::thrift::write_body(args, &mut buf)?;
-        let reply = self
-            .call_with(
-                method,
-                buf.freeze(),
-                opts,
-                Some(PayloadProtocol::ThriftBinary),
-            )
-            .await?;
-        Ok(ringrpc_codec::thrift::read_body(reply.body)?)
-    }
-
-    /// Calls a Kitex Protobuf method. The request is Kitex Protobuf (magic `0x9001`) in the
-    /// configured framing; protobuf is always framed, so `TtHeader` becomes `TtHeaderFramed` and
-    /// `Buffered` becomes `Framed`.
-    ///
-    /// # Errors
-    /// See [`ClientError`].
-    pub async fn call_protobuf<A: prost::Message, R: prost::Message + Default>(
-        &self,
-        method: &str,
-        request: &A,
-        opts: CallOptions,
-    ) -> Result<R, ClientError> {
-        let mut buf = BytesMut::with_capacity(request.encoded_len());
-        ringrpc_codec::protobuf::write_body(request, &mut buf)?;
-        let reply = self
-            .call_with(
-                method,
-                buf.freeze(),
-                opts,
-                Some(PayloadProtocol::KitexProtobuf),
-            )
-            .await?;
-        Ok(ringrpc_codec::protobuf::read_body(reply.body)?)
     }
 }

@@ -19,6 +19,7 @@ mod config;
 mod context;
 mod discovery;
 mod error;
+mod kind;
 mod outside;
 mod pipeline;
 mod pool;
