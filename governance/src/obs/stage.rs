@@ -1,10 +1,7 @@
 //! Span and tracer hooks as one pipeline stage ([`ObsLayer`]).
 //!
-//! Stacking [`TraceLayer`](super::TraceLayer) and [`TracerLayer`](super::TracerLayer) nests two
-//! futures (more with optional wrappers) around every call; deep client pipelines then make the
-//! future of code awaiting a call exceed the compiler's default query depth. This stage does
-//! the same work in one future, in the same order (span outermost, then the tracer), with each
-//! part optional. Metrics are not part of it: they are a [`CallHook`](crate::CallHook)
+//! One future does both, span outermost, then the tracer, each part optional (a span and a
+//! tracer as two stages would nest two futures around every call). Metrics are not part of it: they are a [`CallHook`](crate::CallHook)
 //! ([`MetricsHook`](super::MetricsHook)) that shares a stage with the other synchronous hooks,
 //! just inside this one.
 
@@ -47,13 +44,17 @@ impl ObsLayer {
 }
 
 impl<T> ObsLayer<T> {
-    /// Runs each call in an `rpc` span, as [`super::Trace`] does.
+    /// Runs each call inside an `info`-level `rpc` span with fields `side`, `method`, `peer`,
+    /// `seq_id` (recorded at the start, or at the end when only known then), and, at the end,
+    /// `status`, `error` and `elapsed_us`. The span is entered on every poll, so events logged
+    /// by inner stages and the handler nest in it.
     pub fn span(mut self, on: bool) -> Self {
         self.span = on;
         self
     }
 
-    /// Calls `tracer` around each call, as [`super::TracerService`] does.
+    /// Calls `tracer` around each call: `start` before, `finish` after, `cancelled` if the
+    /// call's future is dropped first.
     pub fn tracer<T2>(self, tracer: Option<T2>) -> ObsLayer<T2> {
         ObsLayer {
             side: self.side,
