@@ -3,10 +3,8 @@
 use rustc_hash::FxHashMap;
 use std::any::Any;
 use std::cell::RefCell;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +16,7 @@ use ringrpc_engine::Engine;
 use ringrpc_governance::balance::Instance;
 use ringrpc_governance::breaker::BreakerState;
 use ringrpc_governance::discovery::{DiscoveryError, WatchHandle};
-use ringrpc_governance::{Backward, CallDeadline, Service};
+use ringrpc_governance::{Backward, CallDeadline};
 use thrift::protocol::TSerializable;
 
 use crate::discovery::ClientCores;
@@ -278,12 +276,6 @@ impl<E: Engine> Client<E> {
         let timeout = opts.timeout.or(self.shared.config.rpc_timeout);
         cx.timeout = timeout;
         cx.set_deadline(timeout.map(|t| Instant::now() + t));
-        // Boxed as a `dyn Future`: the governance pipeline nests some twenty futures, and code
-        // awaiting a call inside its own futures (a handler calling downstream) would otherwise
-        // exceed the compiler's default query depth computing their layout. One allocation
-        // per call.
-        let call: Pin<Box<dyn Future<Output = Result<Reply, ClientError>> + '_>> =
-            Box::pin(core.pipeline.call(&mut cx, body));
-        call.await
+        core.stack.call(&mut cx, body).await
     }
 }

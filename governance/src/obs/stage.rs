@@ -107,22 +107,22 @@ impl<Cx, T: Tracer<Cx>> Drop for Guard<'_, Cx, T> {
     }
 }
 
-impl<Cx, Req, S, T> Service<Cx, Req> for Observed<S, T>
-where
-    Cx: CallInfo,
-    S: Service<Cx, Req>,
-    S::Error: Display,
-    T: Tracer<Cx>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-
-    fn call(
-        &self,
-        cx: &mut Cx,
+impl<T> ObsLayer<T> {
+    /// Runs `inner`'s call of `req` inside this stage's span and tracer hooks: what an
+    /// [`Observed`] service does, for a pipeline that holds its stages side by side.
+    pub fn around<'s, 'c, Cx, Req, S>(
+        &'s self,
+        inner: &'s S,
+        cx: &'c mut Cx,
         req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        let l = &self.layer;
+    ) -> impl Future<Output = Result<S::Response, S::Error>> + use<'s, 'c, Cx, Req, S, T>
+    where
+        Cx: CallInfo,
+        S: Service<Cx, Req>,
+        S::Error: Display,
+        T: Tracer<Cx>,
+    {
+        let l = self;
         let span = if l.span {
             let span = tracing::info_span!(
                 "rpc",
@@ -155,7 +155,7 @@ where
                 done: false,
                 _cx: std::marker::PhantomData,
             };
-            let r = self.inner.call(cx, req).await;
+            let r = inner.call(cx, req).await;
             guard.done = true;
             let elapsed = guard.start.elapsed();
             if let Some(t) = &l.tracer {
@@ -193,5 +193,24 @@ where
             r
         }
         .instrument(span)
+    }
+}
+
+impl<Cx, Req, S, T> Service<Cx, Req> for Observed<S, T>
+where
+    Cx: CallInfo,
+    S: Service<Cx, Req>,
+    S::Error: Display,
+    T: Tracer<Cx>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+
+    fn call(
+        &self,
+        cx: &mut Cx,
+        req: Req,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
+        self.layer.around(&self.inner, cx, req)
     }
 }
