@@ -12,7 +12,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::trace::{CallInfo, CallOutcome, CallStatus, Tracer};
-use crate::{Layer, Maybe, Service};
+use crate::{Layer, Service};
 
 /// A tracer that does nothing: the type of [`ObsLayer`] without one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,16 +60,6 @@ impl<T> ObsLayer<T> {
             side: self.side,
             span: self.span,
             tracer,
-        }
-    }
-
-    /// Wraps `inner` when there is something to do (a span or a tracer); otherwise leaves it
-    /// as it is, so a pipeline without tracing pays nothing for this stage.
-    pub fn layer_if_configured<S>(self, inner: S) -> Maybe<Observed<S, T>, S> {
-        if self.span || self.tracer.is_some() {
-            Maybe::On(self.layer(inner))
-        } else {
-            Maybe::Off(inner)
         }
     }
 }
