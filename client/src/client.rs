@@ -3,25 +3,24 @@
 use rustc_hash::FxHashMap;
 use std::any::Any;
 use std::cell::RefCell;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ringrpc_codec::{PayloadProtocol, TtHeader};
 use ringrpc_engine::Engine;
 use ringrpc_governance::balance::Instance;
 use ringrpc_governance::breaker::BreakerState;
-use ringrpc_governance::discovery::DiscoveryError;
-use ringrpc_governance::{Backward, CallDeadline, Service};
+use ringrpc_governance::discovery::{DiscoveryError, WatchHandle};
+use ringrpc_governance::{Backward, CallDeadline};
 use thrift::protocol::TSerializable;
 
-use crate::discovery::Discovery;
+use crate::discovery::ClientCores;
+use crate::kind::{CallKind, Protobuf, Raw, Thrift};
 use crate::pipeline::CoreClient;
 use crate::pool::CorePool;
 use crate::{CallOptions, ClientConfig, ClientContext, ClientError};
@@ -31,6 +30,13 @@ static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// Each client's pipeline on this core, by client id (built on first use).
     static PIPELINES: RefCell<FxHashMap<u64, Rc<dyn Any>>> = RefCell::new(FxHashMap::default());
+}
+
+/// How many clients have state on the calling core (a pipeline and connections, built by a
+/// call made on this core): 0 off a core. Dropping the last handle of a client removes its
+/// state from every core it was used on; this shows it (leak checks, diagnostics).
+pub fn clients_on_this_core() -> usize {
+    PIPELINES.with(|p| p.borrow().len())
 }
 
 /// A successful reply.
@@ -45,21 +51,46 @@ pub struct Reply {
 }
 
 /// A client of one service: `Send + Sync`, cheap to clone; calls run on the calling core.
+///
+/// Dropping the last handle frees the client's state on every core it was used on: each
+/// core's pipeline and pool go, their connections close once the calls on them have finished
+/// or failed, and the connections' tasks end.
 pub struct Client<E: Engine> {
+    shared: Arc<Shared<E>>,
+}
+
+/// What every handle of one client shares.
+struct Shared<E: Engine> {
     id: u64,
     config: Arc<ClientConfig>,
-    /// The resolver watch and the latest instance list, when discovery is on.
-    discovery: Option<Arc<Discovery>>,
+    /// The cores with state of this client (and the resolver's latest list).
+    cores: ClientCores,
+    /// Stops the resolver's watch when the last handle drops (in a `Mutex` only to be `Sync`;
+    /// never locked).
+    _watch: Option<Mutex<WatchHandle>>,
     _engine: PhantomData<fn() -> E>,
+}
+
+impl<E: Engine> Drop for Shared<E> {
+    fn drop(&mut self) {
+        let id = self.id;
+        for (handle, core) in self.cores.take() {
+            // A stopped runtime refuses the post; its core threads have exited and dropped
+            // their thread-local state already.
+            let _ = handle.post(core, move || {
+                // Taken out of the map first, then dropped: closing the pool runs no code that
+                // reaches the map, but the borrow need not span it either.
+                let state = PIPELINES.with(|p| p.borrow_mut().remove(&id));
+                drop(state);
+            });
+        }
+    }
 }
 
 impl<E: Engine> Clone for Client<E> {
     fn clone(&self) -> Self {
         Self {
-            id: self.id,
-            config: self.config.clone(),
-            discovery: self.discovery.clone(),
-            _engine: PhantomData,
+            shared: self.shared.clone(),
         }
     }
 }
@@ -75,7 +106,7 @@ impl<E: Engine> std::fmt::Debug for Client<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("engine", &E::NAME)
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .finish()
     }
 }
@@ -85,18 +116,11 @@ impl<E: Engine> Client<E> {
     /// resolver ([`ClientConfig::resolver`]) the watch starts here; if it cannot start, the
     /// error is logged and the client calls the configured targets (see [`Self::try_new`]).
     pub fn new(config: ClientConfig) -> Self {
-        let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
-        let discovery = match &config.resolver {
-            Some(r) => match Discovery::start::<E>(id, r) {
-                Ok(d) => Some(Arc::new(d)),
-                Err(e) => {
-                    tracing::error!(error = %e, service = %r.service, "cannot watch the service");
-                    None
-                }
-            },
-            None => None,
-        };
-        Self::with_parts(id, config, discovery)
+        let (client, watch_error) = Self::build(config);
+        if let (Some(e), Some(r)) = (watch_error, &client.shared.config.resolver) {
+            tracing::error!(error = %e, service = %r.service, "cannot watch the service");
+        }
+        client
     }
 
     /// [`Self::new`], failing when the resolver's watch cannot start.
@@ -104,42 +128,55 @@ impl<E: Engine> Client<E> {
     /// # Errors
     /// The resolver's [`DiscoveryError`].
     pub fn try_new(config: ClientConfig) -> Result<Self, DiscoveryError> {
-        let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
-        let discovery = match &config.resolver {
-            Some(r) => Some(Arc::new(Discovery::start::<E>(id, r)?)),
-            None => None,
-        };
-        Ok(Self::with_parts(id, config, discovery))
+        match Self::build(config) {
+            (client, None) => Ok(client),
+            (_, Some(e)) => Err(e),
+        }
     }
 
-    fn with_parts(id: u64, config: ClientConfig, discovery: Option<Arc<Discovery>>) -> Self {
-        Self {
-            id,
-            config: Arc::new(config),
-            discovery,
-            _engine: PhantomData,
-        }
+    /// A client, and the error of its resolver's watch if that could not start (the client
+    /// then calls its static targets).
+    fn build(config: ClientConfig) -> (Self, Option<DiscoveryError>) {
+        let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+        let cores = ClientCores::default();
+        let (watch, error) = match config.resolver.as_ref().map(|r| cores.watch::<E>(id, r)) {
+            Some(Ok(w)) => (Some(Mutex::new(w)), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+        let client = Self {
+            shared: Arc::new(Shared {
+                id,
+                config: Arc::new(config),
+                cores,
+                _watch: watch,
+                _engine: PhantomData,
+            }),
+        };
+        (client, error)
     }
 
     /// The client's configuration.
     pub fn config(&self) -> &ClientConfig {
-        &self.config
+        &self.shared.config
     }
 
     fn pipeline(&self) -> Result<Rc<CoreClient<E>>, ClientError> {
         if ringrpc_engine::current_core().is_none() {
             return Err(ClientError::NotOnCore);
         }
-        if let Some(core) = core_client::<E>(self.id) {
+        let shared = &*self.shared;
+        if let Some(core) = core_client::<E>(shared.id) {
             return Ok(core);
         }
-        let pool = Rc::new(CorePool::<E>::new(self.config.clone()));
+        let pool = Rc::new(CorePool::<E>::new(shared.config.clone()));
         crate::pool::spawn_keeper(&pool);
-        let core = Rc::new(CoreClient::new(&self.config, pool));
-        PIPELINES.with(|p| p.borrow_mut().insert(self.id, core.clone() as Rc<dyn Any>));
-        if let Some(d) = &self.discovery {
-            d.join(&core);
-        }
+        let core = Rc::new(CoreClient::new(&shared.config, pool));
+        PIPELINES.with(|p| {
+            p.borrow_mut()
+                .insert(shared.id, core.clone() as Rc<dyn Any>)
+        });
+        shared.cores.join(&core);
         Ok(core)
     }
 
@@ -178,33 +215,7 @@ impl<E: Engine> Client<E> {
         body: Bytes,
         opts: CallOptions,
     ) -> Result<Reply, ClientError> {
-        self.call_with(method, body, opts, None).await
-    }
-
-    /// [`Client::call_raw`] with the body's payload codec, when known.
-    async fn call_with(
-        &self,
-        method: &str,
-        body: Bytes,
-        opts: CallOptions,
-        payload: Option<PayloadProtocol>,
-    ) -> Result<Reply, ClientError> {
-        let core = self.pipeline()?;
-        let mut cx = ClientContext::new(method);
-        cx.payload = payload;
-        cx.metainfo = opts.metainfo;
-        cx.address = opts.address;
-        cx.oneway = opts.oneway;
-        let timeout = opts.timeout.or(self.config.rpc_timeout);
-        cx.timeout = timeout;
-        cx.set_deadline(timeout.map(|t| Instant::now() + t));
-        // Boxed as a `dyn Future`: the governance pipeline nests some twenty futures, and code
-        // awaiting a call inside its own futures (a handler calling downstream) would otherwise
-        // exceed the compiler's default query depth computing their layout. One allocation
-        // per call.
-        let call: Pin<Box<dyn Future<Output = Result<Reply, ClientError>> + '_>> =
-            Box::pin(core.pipeline.call(&mut cx, body));
-        call.await
+        self.call::<Raw>(method, &body, opts).await
     }
 
     /// Calls a Thrift method: `args` is the method's `_args` struct, the result its `_result`
@@ -218,17 +229,7 @@ impl<E: Engine> Client<E> {
         args: &A,
         opts: CallOptions,
     ) -> Result<R, ClientError> {
-        let mut buf = BytesMut::with_capacity(256);
-        ringrpc_codec::apache::write_body(args, &mut buf)?;
-        let reply = self
-            .call_with(
-                method,
-                buf.freeze(),
-                opts,
-                Some(PayloadProtocol::ThriftBinary),
-            )
-            .await?;
-        Ok(ringrpc_codec::apache::read_body(reply.body)?)
+        self.call::<Thrift<A, R>>(method, args, opts).await
     }
 
     /// Calls a Kitex Protobuf method. The request is Kitex Protobuf (magic `0x9001`) in the
@@ -243,16 +244,38 @@ impl<E: Engine> Client<E> {
         request: &A,
         opts: CallOptions,
     ) -> Result<R, ClientError> {
-        let mut buf = BytesMut::with_capacity(request.encoded_len());
-        ringrpc_codec::protobuf::write_body(request, &mut buf)?;
-        let reply = self
-            .call_with(
-                method,
-                buf.freeze(),
-                opts,
-                Some(PayloadProtocol::KitexProtobuf),
-            )
-            .await?;
-        Ok(ringrpc_codec::protobuf::read_body(reply.body)?)
+        self.call::<Protobuf<A, R>>(method, request, opts).await
+    }
+
+    /// A call of kind `K`: every typed call above is this.
+    async fn call<K: CallKind>(
+        &self,
+        method: &str,
+        request: &K::Request,
+        opts: CallOptions,
+    ) -> Result<K::Response, ClientError> {
+        let body = K::encode(request)?;
+        K::decode(self.call_body(method, body, opts, K::PAYLOAD).await?)
+    }
+
+    /// Runs an encoded call through this core's pipeline; `payload` is the body's codec, when
+    /// known.
+    pub(crate) async fn call_body(
+        &self,
+        method: &str,
+        body: Bytes,
+        opts: CallOptions,
+        payload: Option<PayloadProtocol>,
+    ) -> Result<Reply, ClientError> {
+        let core = self.pipeline()?;
+        let mut cx = ClientContext::new(method);
+        cx.payload = payload;
+        cx.metainfo = opts.metainfo;
+        cx.address = opts.address;
+        cx.oneway = opts.oneway;
+        let timeout = opts.timeout.or(self.shared.config.rpc_timeout);
+        cx.timeout = timeout;
+        cx.set_deadline(timeout.map(|t| Instant::now() + t));
+        core.stack.call(&mut cx, body).await
     }
 }

@@ -181,13 +181,55 @@ impl std::fmt::Debug for Fallback {
     }
 }
 
+/// A hook of the user's, run around every call of a client (see [`ClientConfig::hook`]):
+/// `before` when the call starts (an `Err` ends the call with that error before anything is
+/// sent), `after` when it ends, with its result (return it, or what the hook makes of it).
+/// Hooks run on the core of the call: keep them short and non-blocking.
+pub trait ClientHook: Send + Sync + 'static {
+    /// The call is starting. Default: let it go on.
+    ///
+    /// # Errors
+    /// The error the call fails with instead.
+    fn before(&self, cx: &mut ClientContext, body: &Bytes) -> Result<(), ClientError> {
+        let _ = (cx, body);
+        Ok(())
+    }
+
+    /// The call ended with `result`; the call's result is what this returns. Default: `result`.
+    ///
+    /// # Errors
+    /// The call's error, changed or not.
+    fn after(
+        &self,
+        cx: &mut ClientContext,
+        result: Result<Reply, ClientError>,
+    ) -> Result<Reply, ClientError> {
+        let _ = cx;
+        result
+    }
+}
+
+/// A [`ClientHook`] shared by every core of a client.
+pub(crate) type SharedHook = Arc<dyn ClientHook>;
+
+/// A [`ClientHook`] in a configuration, with a `Debug` impl.
+#[derive(Clone)]
+pub struct UserHook(pub(crate) SharedHook);
+
+impl std::fmt::Debug for UserHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserHook(..)")
+    }
+}
+
 /// Client settings.
 ///
 /// Governance (all off by default except round-robin balancing): each core builds its own
 /// pipeline from this configuration on its first call, so breakers, balancer counters and the
-/// retry budget live on that core and the request path takes no lock. The pipeline, outermost
-/// first: fallback, timeout ([`ClientConfig::rpc_timeout`]), ACL, method breaker, backup,
-/// retry, load balancer, instance breaker, transport.
+/// retry budget live on that core and the request path takes no lock. The order, outermost
+/// first: span and tracer, metrics, fallback, ACL, user hooks, method breaker, timeout
+/// ([`ClientConfig::rpc_timeout`]), backup, retry, load balancer with the instance breaker,
+/// transport.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Server addresses, all of weight 1; used when [`ClientConfig::instances`] is empty.
@@ -221,6 +263,9 @@ pub struct ClientConfig {
     pub acl: AclRules<ClientContext, Bytes>,
     /// Turns errors into replies. Default `None`.
     pub fallback: Option<Fallback>,
+    /// The user's hooks, run in this order after the ACL and before the method breaker.
+    /// Default none.
+    pub hooks: Vec<UserHook>,
     /// Call metrics (calls, errors by kind and latency per method, calls in flight), recorded
     /// outermost in each core's pipeline (a call answered by the fallback counts as a success).
     /// The first call on a runtime attaches that runtime to the registry, so scrapes reach
@@ -270,6 +315,7 @@ impl Default for ClientConfig {
             instance_breaker: None,
             acl: AclRules::new(),
             fallback: None,
+            hooks: Vec::new(),
             metrics: None,
             tracing: false,
             tracer: None,
@@ -400,6 +446,13 @@ impl ClientConfig {
     /// Sets the reject rules.
     pub fn acl(mut self, rules: AclRules<ClientContext, Bytes>) -> Self {
         self.acl = rules;
+        self
+    }
+
+    /// Adds a hook run around every call, after the ACL and before the method breaker (after
+    /// the hooks added before it).
+    pub fn hook(mut self, hook: impl ClientHook) -> Self {
+        self.hooks.push(UserHook(Arc::new(hook)));
         self
     }
 

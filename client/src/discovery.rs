@@ -1,9 +1,11 @@
-//! Following a resolver: every snapshot reaches the balancer of every core that built this
-//! client's pipeline, without a lock on the request path.
+//! The cores a client has state on, and following a resolver: every snapshot reaches the
+//! balancer of every core that built this client's pipeline, without a lock on the request
+//! path; when the client's last handle drops, its state is freed on each of those cores.
 //!
 //! The client is made before (or outside) any runtime and each core builds its pipeline on its
 //! first call, so the set of cores is only known as they come. The shared state holds the
-//! latest instance list with a generation number and the cores that built a pipeline:
+//! cores that built a pipeline and, with a resolver, the latest instance list with a
+//! generation number:
 //!
 //! - a snapshot (on the resolver's thread) becomes the latest under the lock and is posted to
 //!   every core listed (`RuntimeHandle::post`); cores of stopped runtimes are dropped from the
@@ -11,7 +13,9 @@
 //! - a core building its pipeline, under the same lock, applies the latest list and adds itself
 //!   to the list, so it misses nothing;
 //! - each core applies a list only if its generation is newer than the one it has, so posts
-//!   arriving out of order never bring back an older list.
+//!   arriving out of order never bring back an older list;
+//! - the client's last handle takes the list and posts each core the removal of its state
+//!   (`crate::client`).
 
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,26 +36,25 @@ struct State {
     cores: Vec<(RuntimeHandle, CoreId)>,
 }
 
-/// The discovery state of one client, alive as long as any clone of the client.
-pub(crate) struct Discovery {
+/// The cores one client has state on, and its resolver's latest list (if it follows one).
+#[derive(Default)]
+pub(crate) struct ClientCores {
     state: Arc<Mutex<State>>,
-    /// Stops the watch when the last clone of the client is dropped (in a `Mutex` only to be
-    /// `Sync`; never locked).
-    _watch: Mutex<WatchHandle>,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Discovery {
-    /// Starts watching; `id` is the client's (its pipelines' key on each core).
-    pub(crate) fn start<E: Engine>(
+impl ClientCores {
+    /// Starts watching `config`'s service for client `id` (its pipelines' key on each core);
+    /// the watch runs until the handle returned is dropped.
+    pub(crate) fn watch<E: Engine>(
+        &self,
         id: u64,
         config: &ResolverConfig,
-    ) -> Result<Self, DiscoveryError> {
-        let state = Arc::new(Mutex::new(State::default()));
-        let shared = state.clone();
+    ) -> Result<WatchHandle, DiscoveryError> {
+        let shared = self.state.clone();
         let sink = Arc::new(move |snapshot: Snapshot| {
             let mut st = lock(&shared);
             st.generation += 1;
@@ -71,10 +74,10 @@ impl Discovery {
         let watch = config.resolver.watch(&config.service, sink)?;
         // A watch may deliver its first list later, on its own thread: resolve once now, so
         // the first calls do not find an empty list. A list the watch delivered meanwhile wins.
-        if lock(&state).latest.is_none() {
+        if lock(&self.state).latest.is_none() {
             match config.resolver.resolve(&config.service) {
                 Ok(instances) => {
-                    let mut st = lock(&state);
+                    let mut st = lock(&self.state);
                     if st.latest.is_none() {
                         st.generation += 1;
                         st.latest = Some(instances.into());
@@ -85,14 +88,11 @@ impl Discovery {
                 }
             }
         }
-        Ok(Self {
-            state,
-            _watch: Mutex::new(watch),
-        })
+        Ok(watch)
     }
 
-    /// Called on a core right after it built its pipeline `core`: applies the latest list and
-    /// subscribes the core to later ones.
+    /// Called on a core right after it built its pipeline `core`: applies the latest list (if
+    /// any) and lists the core, for later lists and for freeing the state.
     pub(crate) fn join<E: Engine>(&self, core: &Rc<CoreClient<E>>) {
         let (Some(handle), Some(id)) = (
             ringrpc_engine::current_runtime(),
@@ -105,5 +105,10 @@ impl Discovery {
             core.apply_snapshot(st.generation, latest);
         }
         st.cores.push((handle, id));
+    }
+
+    /// Every core listed, emptying the list (the client's last handle is going).
+    pub(crate) fn take(&self) -> Vec<(RuntimeHandle, CoreId)> {
+        std::mem::take(&mut lock(&self.state).cores)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! call_thrift / call_protobuf / call_raw
-//!   ─▶ pipeline (trace, tracer, metrics, fallback, timeout, ACL, breaker, backup, retry, balancer, instance breaker)
+//!   ─▶ per-core stack (span, tracer, metrics, fallback, ACL, user hooks, breaker, timeout, backup, retry, balancer, instance breaker)
 //!   ─▶ per-core pool ─▶ encode (FrameEncoder) ─▶ connection
 //!   ◀─ reply matched by seq id (multiplexed) or read in turn (pooled) ◀─ FrameDecoder ◀─ recv
 //! ```
@@ -19,14 +19,17 @@ mod config;
 mod context;
 mod discovery;
 mod error;
+mod kind;
 mod outside;
 mod pipeline;
 mod pool;
+#[cfg(test)]
+mod stack_alloc;
 
-pub use client::{Client, Reply};
+pub use client::{clients_on_this_core, Client, Reply};
 pub use config::{
-    CallOptions, ClientConfig, ClientTracer, ConnMode, ErrorFilter, Fallback, FallbackFn,
-    HashKeyFn, LoadBalancerKind, Protocol, ResolverConfig,
+    CallOptions, ClientConfig, ClientHook, ClientTracer, ConnMode, ErrorFilter, Fallback,
+    FallbackFn, HashKeyFn, LoadBalancerKind, Protocol, ResolverConfig, UserHook,
 };
 pub use context::ClientContext;
 pub use error::{BizError, ClientError, OVER_LIMIT_MESSAGE};

@@ -1,27 +1,38 @@
-//! The per-core client pipeline, built once per client per core from the shared configuration.
-//!
-//! Outermost first (docs/governance.md):
+//! The per-core client stack, built once per client per core from the shared configuration:
+//! one struct, [`ClientStack`], with a field per governance module (`None` when not
+//! configured), called in this fixed order, outermost first (docs/governance.md):
 //!
 //! ```text
-//! Obs? (span, tracer) ─▶ [Metrics?, Fallback?, Acl?, Breaker? (per method)] ─▶ Timeout ─▶ Backup? ─▶ Retry?
-//!   ─▶ Balance [InstanceBreaker?] ─▶ Decode (frame → reply or typed error) ─▶ CorePool (transport)
+//! obs?        span and tracer hooks
+//! metrics?    hooks: run before the call in this order and after it in reverse; a
+//! fallback?          rejection goes back out through the hooks that already ran
+//! acl?
+//! user hooks  (ClientConfig::hook, in the order added)
+//! breaker?    per method
+//! timeout     the call's deadline (the RPC timeout) over every attempt
+//! backup?     per method
+//! retry?      per method; each attempt re-balances
+//! balance     picks the instance; the instance breaker? runs around the call to it
+//! transport   Decode (frame → reply or typed error) over the core's pool
 //! ```
 //!
-//! `Timeout` holds the call's deadline (the RPC timeout) over every attempt; a method whose
-//! `RetryConfig::attempt_timeout` is set also has each attempt bounded inside `Retry` (the
-//! attempt's deadline, never past the call's, is the one sent to the server).
-//!
-//! Stages marked `?` are absent (not merely idle) when not configured; a configured stage's
-//! future is boxed (see `Maybe`), so stages that are off cost neither time nor future size.
-//! Those in brackets are synchronous hooks (`CallHook`) sharing one stage: no future and no
-//! allocation of their own, and an unconfigured hook costs a branch.
+//! A stage that wraps the rest of the call (obs, timeout, backup, retry, balance) is the
+//! module's layer called with `around(next, cx, req)`, `next` being the stack below it as a
+//! borrowed service (`Hooks`, `Attempts`, `Retried`, `Balanced`: one type per level, so
+//! nothing recurses and nothing is boxed). The call's future holds every stage inline: a call
+//! with nothing configured allocates nothing for the stack (test: `crate::stack_alloc`).
+//! A method whose `RetryConfig::attempt_timeout` is set also has each attempt bounded inside
+//! retry (the attempt's deadline, never past the call's, is the one sent to the server).
 //! Backup and retry, when on, cost one per-method lookup for methods they do not cover. Every
 //! stage keeps its state on the core (breakers, balancer counters, retry budget), so no lock
 //! is taken.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -30,8 +41,8 @@ use ringrpc_codec::{parse_int_value, MessageType, TtHeader};
 use ringrpc_engine::Engine;
 use ringrpc_governance::acl::AclRules;
 use ringrpc_governance::balance::{
-    hash_key, Balance, BalanceError, BalanceLayer, ConsistentHash, Instance, LoadBalancer, PickKey,
-    Picked, PowerOfTwo, WeightedRandom, WeightedRoundRobin,
+    hash_key, BalanceError, BalanceLayer, ConsistentHash, Instance, LoadBalancer, PickKey, Picked,
+    PowerOfTwo, WeightedRandom, WeightedRoundRobin,
 };
 use ringrpc_governance::breaker::{
     BreakerLayer, BreakerState, InstanceBreakerHook, InstanceBreakerLayer, InstanceBreakers,
@@ -39,12 +50,12 @@ use ringrpc_governance::breaker::{
 };
 use ringrpc_governance::clock::{SystemClock, TurnClock};
 use ringrpc_governance::fallback::{FallbackHook, FallbackLayer};
-use ringrpc_governance::obs::{MetricsHook, MetricsLayer, ObsLayer, Observed, Tracer};
-use ringrpc_governance::retry::{Backup, BackupLayer, Retry, RetryBudget, RetryLayer};
-use ringrpc_governance::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
-use ringrpc_governance::{Backward, CallDeadline, Hooked, Layer, Maybe, Service};
+use ringrpc_governance::obs::{MetricsHook, MetricsLayer, ObsLayer, Tracer};
+use ringrpc_governance::retry::{BackupLayer, RetryBudget, RetryLayer};
+use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
+use ringrpc_governance::{Backward, CallDeadline, CallHook, Service};
 
-use crate::config::{ErrorFilter, HashKeyFn, LoadBalancerKind};
+use crate::config::{ErrorFilter, HashKeyFn, LoadBalancerKind, SharedHook};
 use crate::error::BizError;
 use crate::pool::{CorePool, TransportReply};
 use crate::{ClientConfig, ClientContext, ClientError, Reply};
@@ -132,7 +143,7 @@ pub(crate) enum AnyBalancer {
 }
 
 impl AnyBalancer {
-    fn new(kind: LoadBalancerKind, instances: Vec<Instance>) -> Self {
+    pub(crate) fn new(kind: LoadBalancerKind, instances: Vec<Instance>) -> Self {
         match kind {
             LoadBalancerKind::RoundRobin => Self::RoundRobin(WeightedRoundRobin::new(instances)),
             LoadBalancerKind::Random => Self::Random(WeightedRandom::new(instances)),
@@ -211,92 +222,81 @@ fn instance_failure(e: &ClientError) -> bool {
     !matches!(e, ClientError::Biz(_)) && !e.is_local_rejection()
 }
 
-type Transport<E> = Decode<Rc<CorePool<E>>>;
-type InstanceHook = Option<InstanceBreakerHook<TurnClock, FailFn>>;
-type Balanced<E> = Balance<Transport<E>, Rc<AnyBalancer>, CallKey, InstanceHook>;
-type Retried<E> = Maybe<Retry<Balanced<E>, E, ErrorFilter, SystemClock>, Balanced<E>>;
-type Backed<E> = Maybe<Backup<Retried<E>, E, SystemClock>, Retried<E>>;
-type Timed<E> = Timeout<Backed<E>, E>;
-type FallbackBox = Box<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError>>;
 type KindFn = fn(&ClientError) -> &'static str;
-/// Metrics, fallback, ACL rules, the method's breaker: outermost first, one stage.
-type CallHooks = (
-    Option<MetricsHook<KindFn>>,
-    (
-        Option<FallbackHook<FallbackBox>>,
-        (
-            Option<AclRules<ClientContext, Bytes>>,
-            Option<MethodBreakers<TurnClock, FailFn>>,
-        ),
-    ),
-);
-type Hooks<E> = Hooked<Timed<E>, CallHooks>;
-type SharedTracer = std::sync::Arc<dyn Tracer<ClientContext> + Send + Sync>;
+type FallbackBox = Box<dyn Fn(&mut ClientContext, ClientError) -> Result<Reply, ClientError>>;
+type SharedTracer = Arc<dyn Tracer<ClientContext> + Send + Sync>;
+type InstanceHook = Option<InstanceBreakerHook<TurnClock, FailFn>>;
+/// The real transport: the core's pool, its reply frames decoded.
+pub(crate) type Transport<E> = Decode<Rc<CorePool<E>>>;
 
-/// The whole pipeline of one core.
-pub(crate) type Pipeline<E> = Maybe<Observed<Hooks<E>, SharedTracer>, Hooks<E>>;
-
-/// One client's governance state on one core.
-pub(crate) struct CoreClient<E: Engine> {
-    pub(crate) pipeline: Pipeline<E>,
-    balancer: Rc<AnyBalancer>,
-    instance_breakers: Option<Rc<InstanceBreakers<TurnClock>>>,
-    /// Generation of the last discovery snapshot applied on this core.
-    applied: Cell<u64>,
+/// One client's governance stack on one core: a field per module, `None` when it is not
+/// configured, called in the fixed order of the [module docs](self). `T` is the transport
+/// (the core's pool; a stub in the allocation test).
+pub(crate) struct ClientStack<E: Engine, T> {
+    /// The `tracing` span and the tracer hooks, outermost.
+    obs: Option<ObsLayer<SharedTracer>>,
+    /// Call metrics: they see what the caller gets.
+    metrics: Option<MetricsHook<KindFn>>,
+    /// Errors into replies: sees every error, the rejections below included.
+    fallback: Option<FallbackHook<FallbackBox>>,
+    /// Reject rules, before any work.
+    acl: Option<AclRules<ClientContext, Bytes>>,
+    /// The user's hooks ([`ClientConfig::hook`]), in the order added.
+    hooks: Arc<[SharedHook]>,
+    /// Breakers per method: outside retries, so an open breaker also stops them.
+    breaker: Option<MethodBreakers<TurnClock, FailFn>>,
+    /// Enforces the call's deadline (set in the context per call) over everything below.
+    timeout: TimeoutLayer<E>,
+    /// Backup requests of the methods covered.
+    backup: Option<BackupLayer<E, SystemClock>>,
+    /// Failure retry of the methods covered; each attempt re-balances.
+    retry: Option<RetryLayer<E, ErrorFilter, SystemClock>>,
+    /// Picks the instance, skipping open instance breakers, and runs the instance breaker
+    /// around the call to it.
+    balance: BalanceLayer<Rc<AnyBalancer>, CallKey, InstanceHook>,
+    transport: T,
 }
 
-impl<E: Engine> CoreClient<E> {
-    /// Builds the pipeline around `pool` from `config` (on the core that will use it).
-    pub(crate) fn new(config: &ClientConfig, pool: Rc<CorePool<E>>) -> Self {
-        let transport = Decode(pool);
-        let instance_breakers = config
-            .instance_breaker
-            .map(|c| Rc::new(InstanceBreakers::with_clock(c, TurnClock)));
-        let balancer = Rc::new(AnyBalancer::new(
-            config.balancer,
-            config.effective_instances(),
-        ));
-        let mut balance = BalanceLayer::new(balancer.clone());
-        if let Some(b) = &instance_breakers {
+/// What a call through the stack ends with.
+type CallResult = Result<Reply, ClientError>;
+
+impl<E, T> ClientStack<E, T>
+where
+    E: Engine,
+    T: Service<ClientContext, Bytes, Response = Reply, Error = ClientError>,
+{
+    /// Builds the stack `config` asks for around `transport`, balancing with `balancer` and
+    /// the instance breakers given (on the core that will use it).
+    pub(crate) fn new(
+        config: &ClientConfig,
+        transport: T,
+        balancer: Rc<AnyBalancer>,
+        instance_breakers: Option<&Rc<InstanceBreakers<TurnClock>>>,
+    ) -> Self {
+        let mut balance = BalanceLayer::new(balancer);
+        if let Some(b) = instance_breakers {
             let b = b.clone();
             balance = balance.filter(move |a| b.is_available(a));
         }
-        // The instance breaker runs as the balancer's hook, around the call to the picked
-        // instance, rather than as a stage of its own around the transport.
-        let instance_hook: InstanceHook = instance_breakers.as_ref().map(|b| {
+        let instance_hook: InstanceHook = instance_breakers.map(|b| {
             InstanceBreakerLayer::new(b.clone())
                 .failure_policy(instance_failure as FailFn)
                 .into_hook()
         });
-        let svc: Balanced<E> = balance
+        let balance = balance
             .key(CallKey {
                 consistent: config.balancer == LoadBalancerKind::ConsistentHash,
                 key: config.hash_key.clone(),
             })
-            .hook(instance_hook)
-            .layer(transport);
-        // Retry and backup share one budget; a stage no method uses is left out.
+            .hook(instance_hook);
+        // Retry and backup share one budget.
         let budget = Rc::new(RetryBudget::new(config.retry_budget));
-        let svc: Retried<E> = if config.retry.is_none() {
-            Maybe::Off(svc)
-        } else {
-            Maybe::On(
-                RetryLayer::<E, _>::new(config.retry.clone(), config.retry_policy.clone())
-                    .budget(budget.clone())
-                    .layer(svc),
-            )
-        };
-        let svc: Backed<E> = if config.backup.is_none() {
-            Maybe::Off(svc)
-        } else {
-            Maybe::On(
-                BackupLayer::<E>::new(config.backup.clone())
-                    .budget(budget)
-                    .layer(svc),
-            )
-        };
-        // The deadline is set per call in the context; the layer enforces it.
-        let svc: Timed<E> = TimeoutLayer::<E>::new(TimeoutConfig { timeout: None }).layer(svc);
+        let retry = (!config.retry.is_none()).then(|| {
+            RetryLayer::<E, _>::new(config.retry.clone(), config.retry_policy.clone())
+                .budget(budget.clone())
+        });
+        let backup = (!config.backup.is_none())
+            .then(|| BackupLayer::<E>::new(config.backup.clone()).budget(budget));
         let metrics = config.metrics.as_ref().map(|registry| {
             registry.attach_current_runtime();
             MetricsLayer::new(registry.core_metrics())
@@ -308,21 +308,206 @@ impl<E: Engine> CoreClient<E> {
             let f: FallbackBox = Box::new(move |cx, e| f(cx, e));
             FallbackLayer::new(f).into_hook()
         });
-        let acl = (!config.acl.is_empty()).then(|| config.acl.clone());
-        let breakers = config.breaker.map(|c| {
+        let breaker = config.breaker.map(|c| {
             BreakerLayer::new(c)
                 .clock(TurnClock)
                 .failure_policy(method_failure as FailFn)
                 .into_hook()
         });
-        let pipeline: Hooks<E> = Hooked::new(svc, (metrics, (fallback, (acl, breakers))));
-        // Observability outermost: trace span and tracer hooks.
-        let pipeline: Pipeline<E> = ObsLayer::new("client")
-            .span(config.tracing)
-            .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
-            .layer_if_configured(pipeline);
+        let obs = (config.tracing || config.tracer.is_some()).then(|| {
+            ObsLayer::new("client")
+                .span(config.tracing)
+                .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
+        });
         Self {
-            pipeline,
+            obs,
+            metrics,
+            fallback,
+            acl: (!config.acl.is_empty()).then(|| config.acl.clone()),
+            hooks: config.hooks.iter().map(|h| h.0.clone()).collect(),
+            breaker,
+            // The deadline is set per call in the context; the layer enforces it.
+            timeout: TimeoutLayer::new(TimeoutConfig { timeout: None }),
+            backup,
+            retry,
+            balance,
+            transport,
+        }
+    }
+
+    /// One call through the whole stack.
+    pub(crate) async fn call(&self, cx: &mut ClientContext, body: Bytes) -> CallResult {
+        match &self.obs {
+            Some(obs) => obs.around(&Hooks(self), cx, body).await,
+            None => self.hooks(cx, body).await,
+        }
+    }
+
+    /// The hooks, then the timeout around the attempts. Before the call the hooks run
+    /// outermost first; a hook's rejection ends the call there and goes back out through the
+    /// hooks that already ran, in reverse, as a result does.
+    async fn hooks(&self, cx: &mut ClientContext, body: Bytes) -> CallResult {
+        let metrics = match self.metrics.before(cx, &body) {
+            ControlFlow::Continue(t) => t,
+            ControlFlow::Break(result) => return result,
+        };
+        let result = match self.fallback.before(cx, &body) {
+            ControlFlow::Break(result) => result,
+            ControlFlow::Continue(fallback) => {
+                let result = match self.acl.before(cx, &body) {
+                    ControlFlow::Break(result) => result,
+                    ControlFlow::Continue(acl) => {
+                        let result = self.user_hooks(cx, body).await;
+                        after(&self.acl, acl, cx, result)
+                    }
+                };
+                after(&self.fallback, fallback, cx, result)
+            }
+        };
+        after(&self.metrics, metrics, cx, result)
+    }
+
+    /// The user's hooks, then the method breaker around the timed attempts.
+    async fn user_hooks(&self, cx: &mut ClientContext, body: Bytes) -> CallResult {
+        let mut ran = 0;
+        let mut rejected = None;
+        for hook in self.hooks.iter() {
+            if let Err(e) = hook.before(cx, &body) {
+                rejected = Some(e);
+                break;
+            }
+            ran += 1;
+        }
+        let mut result = match rejected {
+            Some(e) => Err(e),
+            None => match self.breaker.before(cx, &body) {
+                ControlFlow::Break(result) => result,
+                ControlFlow::Continue(breaker) => {
+                    let result = self.timeout.around(&Attempts(self), cx, body).await;
+                    after(&self.breaker, breaker, cx, result)
+                }
+            },
+        };
+        for hook in self.hooks[..ran].iter().rev() {
+            result = hook.after(cx, result);
+        }
+        result
+    }
+}
+
+/// `hook.after` for a call of the stack (`after` does not name the request type, so it is
+/// fixed here).
+fn after<'h, H>(
+    hook: &'h H,
+    token: H::Token<'h>,
+    cx: &mut ClientContext,
+    result: CallResult,
+) -> CallResult
+where
+    H: CallHook<ClientContext, Bytes, Reply, ClientError>,
+{
+    hook.after(token, cx, result)
+}
+
+/// The stack below the span and tracer, as the service they wrap.
+struct Hooks<'a, E: Engine, T>(&'a ClientStack<E, T>);
+
+impl<E, T> Service<ClientContext, Bytes> for Hooks<'_, E, T>
+where
+    E: Engine,
+    T: Service<ClientContext, Bytes, Response = Reply, Error = ClientError>,
+{
+    type Response = Reply;
+    type Error = ClientError;
+
+    fn call(&self, cx: &mut ClientContext, body: Bytes) -> impl Future<Output = CallResult> {
+        self.0.hooks(cx, body)
+    }
+}
+
+/// Backup (if configured) around the rest: what the timeout wraps.
+struct Attempts<'a, E: Engine, T>(&'a ClientStack<E, T>);
+
+impl<E, T> Service<ClientContext, Bytes> for Attempts<'_, E, T>
+where
+    E: Engine,
+    T: Service<ClientContext, Bytes, Response = Reply, Error = ClientError>,
+{
+    type Response = Reply;
+    type Error = ClientError;
+
+    async fn call(&self, cx: &mut ClientContext, body: Bytes) -> CallResult {
+        let below = Retried(self.0);
+        match &self.0.backup {
+            Some(backup) => backup.around(&below, cx, body).await,
+            None => below.call(cx, body).await,
+        }
+    }
+}
+
+/// Retry (if configured) around the balancer: what a backup races.
+struct Retried<'a, E: Engine, T>(&'a ClientStack<E, T>);
+
+impl<E, T> Service<ClientContext, Bytes> for Retried<'_, E, T>
+where
+    E: Engine,
+    T: Service<ClientContext, Bytes, Response = Reply, Error = ClientError>,
+{
+    type Response = Reply;
+    type Error = ClientError;
+
+    async fn call(&self, cx: &mut ClientContext, body: Bytes) -> CallResult {
+        let s = self.0;
+        match &s.retry {
+            Some(retry) => retry.around(&Balanced(s), cx, body).await,
+            None => s.balance.around(&s.transport, cx, body).await,
+        }
+    }
+}
+
+/// The balancer around the transport: one attempt, what a retry repeats.
+struct Balanced<'a, E: Engine, T>(&'a ClientStack<E, T>);
+
+impl<E, T> Service<ClientContext, Bytes> for Balanced<'_, E, T>
+where
+    E: Engine,
+    T: Service<ClientContext, Bytes, Response = Reply, Error = ClientError>,
+{
+    type Response = Reply;
+    type Error = ClientError;
+
+    fn call(&self, cx: &mut ClientContext, body: Bytes) -> impl Future<Output = CallResult> {
+        self.0.balance.around(&self.0.transport, cx, body)
+    }
+}
+
+/// One client's governance state on one core.
+pub(crate) struct CoreClient<E: Engine> {
+    pub(crate) stack: ClientStack<E, Transport<E>>,
+    balancer: Rc<AnyBalancer>,
+    instance_breakers: Option<Rc<InstanceBreakers<TurnClock>>>,
+    /// Generation of the last discovery snapshot applied on this core.
+    applied: Cell<u64>,
+}
+
+impl<E: Engine> CoreClient<E> {
+    /// Builds the stack around `pool` from `config` (on the core that will use it).
+    pub(crate) fn new(config: &ClientConfig, pool: Rc<CorePool<E>>) -> Self {
+        let instance_breakers = config
+            .instance_breaker
+            .map(|c| Rc::new(InstanceBreakers::with_clock(c, TurnClock)));
+        let balancer = Rc::new(AnyBalancer::new(
+            config.balancer,
+            config.effective_instances(),
+        ));
+        let stack = ClientStack::new(
+            config,
+            Decode(pool),
+            balancer.clone(),
+            instance_breakers.as_ref(),
+        );
+        Self {
+            stack,
             balancer,
             instance_breakers,
             applied: Cell::new(0),

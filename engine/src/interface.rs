@@ -42,6 +42,10 @@ pub trait Engine: Copy + Default + Send + Sync + std::fmt::Debug + 'static {
     /// Outside a core thread of this engine.
     fn spawn<F: Future<Output = ()> + 'static>(future: F);
 
+    /// Tasks alive on the calling core (spawned and not yet finished or dropped); 0 off a core
+    /// of this engine. For leak checks: what a component spawned must end when it is dropped.
+    fn live_tasks() -> usize;
+
     /// Whether a connection's [`Outbox`](crate::outbox::Outbox) hands everything queued to one
     /// send (`true`: replies finished in the same loop turn leave in one vectored send) or
     /// sends each message on its own (`false`: a write per reply, as a Go server does with

@@ -1,18 +1,15 @@
-//! Synchronous stages as hooks of one stage: [`CallHook`] and [`Hooked`].
+//! Synchronous stages as hooks: [`CallHook`], and [`Hooked`], a service running one around
+//! its inner service.
 //!
 //! Most governance stages do their work before and after the call, not during it: an ACL
 //! rule or a breaker admits or rejects, a limiter takes a permit, metrics note the start; when
 //! the call ends, the breaker records the outcome, the permit is freed, the latency is
-//! recorded. Written as services, each such stage nests one more future around the call, and a
-//! stage that is only sometimes configured must box its future (see [`Maybe`](crate::Maybe))
-//! or make every call carry its space. As hooks, any number of them run around one future:
-//! `Hooked<S, (A, (B, C))>` calls `A`, `B`, `C` before the inner service (in that order) and
-//! after it (in reverse), and an unconfigured hook is a `None` that costs a branch. A hook may
-//! also change the result on its way out (a fallback turning an error into a reply), so the
-//! hooks outside it see what it made of the result.
-//!
-//! Every stage level costs a call the move of everything inside it into its future, so hooks
-//! at one place of a pipeline belong in one `Hooked`.
+//! recorded. As hooks they need no future of their own: the client's and the server's stacks
+//! (`ClientStack`, `ServerStack`) call each configured hook's `before` in order and its
+//! `after` in reverse around one call, and an unconfigured hook is a `None` that costs a
+//! branch. A hook may also change the result on its way out (a fallback turning an error into
+//! a reply), so the hooks outside it see what it made of the result. `Hooked<S, (A, (B, C))>`
+//! does the same for hooks nested in pairs, for pipelines assembled from layers.
 //!
 //! What a hook must do if the call never finishes (its future is dropped: cancelled, or timed
 //! out from outside) lives in its token's `Drop`, as with any RAII guard.

@@ -37,6 +37,4 @@ pub use context::CallDeadline;
 pub use hook::{CallHook, HookLayer, Hooked};
 pub use metainfo::{Backward, Metainfo};
 pub use retry::CallMethod;
-pub use service::{
-    layer_fn, service_fn, Identity, Layer, LayerFn, Maybe, MaybeFuture, Service, ServiceFn, Stack,
-};
+pub use service::{layer_fn, service_fn, Identity, Layer, LayerFn, Service, ServiceFn, Stack};

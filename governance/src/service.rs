@@ -8,8 +8,6 @@
 //! - Futures may be `!Send`; they are driven on the core that created them.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 /// An asynchronous function from a request (with its context) to a response.
 pub trait Service<Cx, Req> {
@@ -118,61 +116,5 @@ impl<S, F: FnOnce(S) -> T, T> Layer<S> for LayerFn<F> {
 
     fn layer(self, inner: S) -> T {
         (self.0)(inner)
-    }
-}
-
-/// A stage that is either configured (`On`) or skipped (`Off`, the inner service itself).
-#[derive(Debug)]
-pub enum Maybe<A, B> {
-    /// The stage is configured: calls go through `A`.
-    On(A),
-    /// The stage is off: calls go straight to `B`, the service it would have wrapped.
-    Off(B),
-}
-
-impl<Cx, Req, A, B> Service<Cx, Req> for Maybe<A, B>
-where
-    A: Service<Cx, Req>,
-    B: Service<Cx, Req, Response = A::Response, Error = A::Error>,
-{
-    type Response = A::Response;
-    type Error = A::Error;
-
-    fn call(&self, cx: &mut Cx, req: Req) -> impl Future<Output = Result<A::Response, A::Error>> {
-        // An enum of the two futures rather than an `async` block around them, and the
-        // configured stage's future boxed: an enum is as large as its largest variant, so an
-        // inline `On` future would make every call carry (and copy) the space of stages that
-        // are switched off. Configured stages pay one allocation instead.
-        match self {
-            Self::On(a) => MaybeFuture::On {
-                fut: Box::pin(a.call(cx, req)),
-            },
-            Self::Off(b) => MaybeFuture::Off {
-                fut: b.call(cx, req),
-            },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of a [`Maybe`] stage.
-    #[project = MaybeProj]
-    #[allow(missing_docs)]
-    pub enum MaybeFuture<FA, FB> {
-        /// The configured stage's future, boxed.
-        On { fut: Pin<Box<FA>> },
-        /// The inner service's future, inline.
-        Off { #[pin] fut: FB },
-    }
-}
-
-impl<T, FA: Future<Output = T>, FB: Future<Output = T>> Future for MaybeFuture<FA, FB> {
-    type Output = T;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.project() {
-            MaybeProj::On { fut } => fut.as_mut().poll(cx),
-            MaybeProj::Off { fut } => fut.poll(cx),
-        }
     }
 }

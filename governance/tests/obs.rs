@@ -15,8 +15,8 @@ use ringrpc_engine::uring::Uring;
 use ringrpc_engine::{CoreId, Engine, RuntimeConfig};
 use ringrpc_governance::obs::prometheus::{self, Family, MetricKind, Sample};
 use ringrpc_governance::obs::{
-    CallInfo, CallOutcome, CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, TraceLayer,
-    Tracer, TracerLayer,
+    CallInfo, CallOutcome, CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, ObsLayer,
+    Tracer,
 };
 use ringrpc_governance::{service_fn, CallMethod, Layer, Service};
 
@@ -437,7 +437,9 @@ fn tracer_sees_start_then_finish_around_the_call() {
             }
         }
     });
-    let svc = TracerLayer::new(Recorder(log.clone())).layer(inner);
+    let svc = ObsLayer::new("server")
+        .tracer(Some(Recorder(log.clone())))
+        .layer(inner);
     block_on(svc.call(&mut Cx::new("A"), Some(false))).unwrap();
     block_on(svc.call(&mut Cx::new("B"), Some(true))).unwrap_err();
     let mut cx = Cx::new("C");
@@ -501,13 +503,16 @@ impl tracing::Subscriber for SpanFields {
 fn trace_layer_records_a_span_per_call() {
     let subscriber = Arc::new(SpanFields::default());
     let dispatch = tracing::Dispatch::from(subscriber.clone());
-    let svc = TraceLayer::new("server").layer(service_fn(|_: &mut Cx, fail: bool| async move {
-        if fail {
-            Err(Fail::Timeout)
-        } else {
-            Ok(())
-        }
-    }));
+    let svc =
+        ObsLayer::new("server")
+            .span(true)
+            .layer(service_fn(|_: &mut Cx, fail: bool| async move {
+                if fail {
+                    Err(Fail::Timeout)
+                } else {
+                    Ok(())
+                }
+            }));
     tracing::dispatcher::with_default(&dispatch, || {
         let mut cx = Cx {
             method: "Echo".to_owned(),

@@ -17,18 +17,13 @@ use ringrpc_governance::acl::AclRules;
 use ringrpc_governance::balance::Instance;
 use ringrpc_governance::clock::TurnClock;
 use ringrpc_governance::discovery::{Registration, Registry};
-use ringrpc_governance::fallback::FallbackLayer;
 use ringrpc_governance::limit::{GlobalLimit, LimitConfig};
-use ringrpc_governance::obs::{
-    CoreMetrics, MetricsConfig, MetricsLayer, MetricsRegistry, ObsLayer, Tracer,
-};
-use ringrpc_governance::timeout::{TimeoutConfig, TimeoutLayer};
+use ringrpc_governance::obs::{CoreMetrics, MetricsConfig, MetricsRegistry, Tracer};
 use ringrpc_governance::Service;
-use ringrpc_governance::{Hooked, Layer};
 use ringrpc_metrics_http::MetricsServer;
 
 use crate::conn::{serve, CoreServer};
-use crate::hooks::{error_kind, RegisterConfig, TracerHook};
+use crate::hooks::{RegisterConfig, ServerStack, TracerHook};
 use crate::service::Router;
 use crate::stats::ServerStats;
 use crate::{CallContext, HandlerError, ServerError, ServiceDef};
@@ -596,35 +591,13 @@ async fn accept_loop<E: Engine>(
     stats: ServerStats,
     global: Option<Arc<GlobalLimit>>,
 ) {
-    // The per-core pipeline, outermost first: span and tracer; metrics, limit, ACL and
-    // fallback (hooks of one stage); timeout, router. Metrics are outermost of the hooks, so
-    // that limiter and ACL rejections and timeouts are counted too; the fallback innermost, so
-    // it answers for handlers (errors and timeouts), not for the limiter's or the ACL's
-    // rejections.
-    let timed = TimeoutLayer::<E>::new(TimeoutConfig {
-        timeout: config.handler_timeout,
-    })
-    .layer(Router::new(services));
-    let fallback = config.fallback.as_ref().map(|f| {
-        let f = f.0.clone();
-        FallbackLayer::new(move |cx: &mut CallContext, e: HandlerError| f(cx, e)).into_hook()
-    });
+    // The per-core pipeline (hooks.rs `ServerStack`, order documented there).
     let limiter = global.and_then(|g| g.core(core.0, TurnClock)).map(Rc::new);
     if let Some(limiter) = &limiter {
         limiter.spawn_sync::<E>(); // core 0's task also rebalances the shares
     }
-    let acl = (!config.acl.is_empty()).then(|| config.acl.clone());
     let metrics: Option<Rc<CoreMetrics>> = config.metrics.as_ref().map(|r| r.core_metrics());
-    let metrics_hook = metrics.clone().map(|m| {
-        MetricsLayer::new(m)
-            .error_kind(error_kind as fn(&HandlerError) -> &'static str)
-            .into_hook()
-    });
-    let pipeline = Hooked::new(timed, (metrics_hook, (limiter, (acl, fallback))));
-    let pipeline = ObsLayer::new("server")
-        .span(config.tracing)
-        .tracer(config.tracer.as_ref().map(|t| t.0.clone()))
-        .layer_if_configured(pipeline);
+    let pipeline = ServerStack::<E>::new(&config, Router::new(services), limiter, metrics.clone());
     let state = Rc::new(CoreServer {
         pipeline,
         metrics,

@@ -1,6 +1,6 @@
 //! A core's connections to its targets, and the transport call of the client pipeline.
 //!
-//! One [`CorePool`] per client per core. It picks the address, numbers the call (seq ids start at
+//! One [`CorePool`] per client per core. It calls the address the balancer picked, numbers the call (seq ids start at
 //! 1 and skip 0, which Kitex reserves for control frames), encodes the request in the configured
 //! protocol, and hands it to the multiplexed or pooled connections of that address.
 
@@ -48,7 +48,6 @@ pub(crate) struct CorePool<E: Engine> {
     /// This caller's name (FromService), built once.
     caller_name: Option<Bytes>,
     seq: Cell<i32>,
-    next_target: Cell<usize>,
     encoder: RefCell<FrameEncoder>,
     conns: Conns<E>,
     _engine: PhantomData<E>,
@@ -66,7 +65,6 @@ impl<E: Engine> CorePool<E> {
             caller_name: config.caller_name.clone().map(Bytes::from),
             config,
             seq: Cell::new(0),
-            next_target: Cell::new(0),
             encoder: RefCell::new(FrameEncoder::new()),
             conns,
             _engine: PhantomData,
@@ -81,19 +79,6 @@ impl<E: Engine> CorePool<E> {
         };
         self.seq.set(next);
         next
-    }
-
-    fn pick_target(&self, cx: &ClientContext) -> Result<SocketAddr, ClientError> {
-        if let Some(a) = cx.address {
-            return Ok(a);
-        }
-        let targets = &self.config.targets;
-        if targets.is_empty() {
-            return Err(ClientError::NoTarget);
-        }
-        let i = self.next_target.get();
-        self.next_target.set(i.wrapping_add(1));
-        Ok(targets[i % targets.len()])
     }
 
     /// The request's head: framing, seq id, and the TTHeader keys a Kitex client with
@@ -173,6 +158,18 @@ impl<E: Engine> CorePool<E> {
     }
 }
 
+/// The client's state on this core is going (its last handle was dropped): multiplexed
+/// connections close once their calls are done; idle pooled connections close as the map drops.
+impl<E: Engine> Drop for CorePool<E> {
+    fn drop(&mut self) {
+        if let Conns::Mux(map) = &self.conns {
+            for slots in map.borrow().values() {
+                slots.close();
+            }
+        }
+    }
+}
+
 /// Counts one open connection in the client's metrics while it lives.
 pub(crate) struct ConnCount(Option<Rc<CoreMetrics>>);
 
@@ -205,7 +202,8 @@ impl<E: Engine> Service<ClientContext, Bytes> for CorePool<E> {
         cx: &mut ClientContext,
         body: Bytes,
     ) -> Result<TransportReply, ClientError> {
-        let addr = self.pick_target(cx)?;
+        // The balancer (or the caller's pinned address) chose the instance.
+        let addr = cx.address.ok_or(ClientError::NoTarget)?;
         cx.address = Some(addr);
         cx.remote = Some(addr);
         match &self.conns {

@@ -4,12 +4,17 @@
 //! in one send) and a reader task that decodes replies and completes the pending call with the
 //! same seq id. A failing connection fails only its own pending calls; the slot reconnects on
 //! the next call. A reply carrying `crrst` (or Kitex's seq-0 control frame) retires the
-//! connection: no new calls go to it, the calls already on it still get their replies.
+//! connection: no new calls go to it, the calls already on it still get their replies. When
+//! the pool goes (the client's last handle was dropped), each connection closes as soon as no
+//! call waits on it: its reader stops, its writer sends what is queued and shuts down.
 
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +37,10 @@ pub(crate) struct MuxConn {
     closed: Cell<bool>,
     /// The server asked us to stop using it (`crrst`).
     retired: Cell<bool>,
+    /// Its pool is gone: close once nothing is pending.
+    closing: Cell<bool>,
+    /// Tells the reader to stop (set with `closing` once nothing is pending).
+    stop_reader: Notify,
     /// Counts the connection in the client's metrics while it is open.
     _counted: ConnCount,
 }
@@ -57,6 +66,22 @@ impl MuxConn {
         if self.retired.get() && self.pending.borrow().is_empty() {
             self.outbox.begin_close();
         }
+        self.close_if_idle();
+    }
+
+    /// Closes the connection once no call waits on it (its pool is gone).
+    fn close(&self) {
+        self.closing.set(true);
+        self.retired.set(true);
+        self.close_if_idle();
+    }
+
+    /// If closing and nothing is pending: stops the reader and closes the writer.
+    fn close_if_idle(&self) {
+        if self.closing.get() && self.pending.borrow().is_empty() {
+            self.outbox.begin_close();
+            self.stop_reader.notify();
+        }
     }
 
     fn fail_all(&self, error: impl Fn() -> ClientError) {
@@ -77,6 +102,7 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         self.conn.pending.borrow_mut().remove(&self.seq);
+        self.conn.close_if_idle();
     }
 }
 
@@ -132,6 +158,8 @@ impl<E: Engine> MuxSlots<E> {
                 pending: RefCell::new(FxHashMap::default()),
                 closed: Cell::new(false),
                 retired: Cell::new(false),
+                closing: Cell::new(false),
+                stop_reader: Notify::new(),
             });
             E::spawn(read_replies::<E, _>(
                 reader,
@@ -147,6 +175,15 @@ impl<E: Engine> MuxSlots<E> {
         };
         notify.notify();
         result
+    }
+
+    /// Closes every connection once the calls on it are done (the pool is going).
+    pub(crate) fn close(&self) {
+        for slot in &self.slots {
+            if let Slot::Ready(c) = &*slot.borrow() {
+                c.close();
+            }
+        }
     }
 }
 
@@ -179,6 +216,19 @@ pub(super) async fn call<E: Engine>(
     }
 }
 
+/// `f`'s output, or `None` if `stop` finishes first (`f` is then dropped).
+async fn unless<F: Future>(f: F, stop: impl Future<Output = ()>) -> Option<F::Output> {
+    let mut f = pin!(f);
+    let mut stop = pin!(stop);
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        stop.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
 async fn read_replies<E: Engine, R: StreamReader>(
     mut reader: R,
     conn: Rc<MuxConn>,
@@ -189,15 +239,20 @@ async fn read_replies<E: Engine, R: StreamReader>(
     let mut decoder = FrameDecoder::new(DecoderConfig { max_frame_size });
     let failure = 'read: loop {
         // With calls waiting, a silent connection fails after the read timeout; an idle one
-        // (nothing pending) may stay silent.
-        let received = match read_timeout {
-            Some(t) if !conn.pending.borrow().is_empty() => {
-                match timeout::<E, _>(t, reader.recv()).await {
-                    Ok(r) => r,
-                    Err(_) => break ClientError::Timeout(t),
+        // (nothing pending) may stay silent. A closing connection stops reading once nothing
+        // is pending (`stop_reader`).
+        let recv = async {
+            match read_timeout {
+                Some(t) if !conn.pending.borrow().is_empty() => {
+                    timeout::<E, _>(t, reader.recv()).await.map_err(|_| t)
                 }
+                _ => Ok(reader.recv().await),
             }
-            _ => reader.recv().await,
+        };
+        let received = match unless(recv, conn.stop_reader.notified()).await {
+            Some(Ok(r)) => r,
+            Some(Err(t)) => break ClientError::Timeout(t),
+            None => break ClientError::Closed,
         };
         match received {
             Ok(Some(chunk)) => buf.push(chunk),

@@ -122,6 +122,10 @@ impl Engine for Baseline {
         }));
     }
 
+    fn live_tasks() -> usize {
+        LIVE_TASKS.with(Cell::get)
+    }
+
     fn batches_sends() -> bool {
         static BATCHED: OnceLock<bool> = OnceLock::new();
         *BATCHED.get_or_init(|| crate::runtime::env_flag(BATCH_SENDS_VAR))

@@ -170,6 +170,10 @@ impl Engine for Uring {
         with_core(|c| c.exec.spawn(future));
     }
 
+    fn live_tasks() -> usize {
+        try_with_core(|c| c.exec.live()).unwrap_or(0)
+    }
+
     fn batches_sends() -> bool {
         true
     }

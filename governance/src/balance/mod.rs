@@ -264,23 +264,14 @@ impl<S, B, K, H> Layer<S> for BalanceLayer<B, K, H> {
     type Service = Balance<S, B, K, H>;
 
     fn layer(self, inner: S) -> Self::Service {
-        Balance {
-            inner,
-            balancer: self.balancer,
-            filter: self.filter,
-            key: self.key,
-            hook: self.hook,
-        }
+        Balance { inner, layer: self }
     }
 }
 
 /// A service that routes each call to an instance picked by its balancer; see [`BalanceLayer`].
 pub struct Balance<S, B, K, H = ()> {
     inner: S,
-    balancer: B,
-    filter: Option<AvailabilityFilter>,
-    key: K,
-    hook: H,
+    layer: BalanceLayer<B, K, H>,
 }
 
 impl<S: std::fmt::Debug, B: std::fmt::Debug, K: std::fmt::Debug, H> std::fmt::Debug
@@ -289,9 +280,7 @@ impl<S: std::fmt::Debug, B: std::fmt::Debug, K: std::fmt::Debug, H> std::fmt::De
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Balance")
             .field("inner", &self.inner)
-            .field("balancer", &self.balancer)
-            .field("filtered", &self.filter.is_some())
-            .field("key", &self.key)
+            .field("layer", &self.layer)
             .finish()
     }
 }
@@ -299,7 +288,59 @@ impl<S: std::fmt::Debug, B: std::fmt::Debug, K: std::fmt::Debug, H> std::fmt::De
 impl<S, B, K, H> Balance<S, B, K, H> {
     /// The balancer (to apply discovery updates through [`LoadBalancer::update`]).
     pub fn balancer(&self) -> &B {
-        &self.balancer
+        &self.layer.balancer
+    }
+}
+
+impl<B, K, H> BalanceLayer<B, K, H> {
+    /// Runs `inner`'s call of `req` on the instance this layer picks (or the context's pinned
+    /// target), with the hook around it: what a [`Balance`] service does, for a pipeline that
+    /// holds its stages side by side.
+    pub fn around<'s, 'c, Cx, Req, S>(
+        &'s self,
+        inner: &'s S,
+        cx: &'c mut Cx,
+        req: Req,
+    ) -> impl Future<Output = Result<S::Response, S::Error>> + use<'s, 'c, Cx, Req, S, B, K, H>
+    where
+        Cx: CallTarget,
+        S: Service<Cx, Req>,
+        S::Error: From<BalanceError>,
+        B: LoadBalancer,
+        K: PickKey<Cx, Req>,
+        H: CallHook<Cx, Req, S::Response, S::Error>,
+    {
+        let pinned = cx.target();
+        let picked = match pinned {
+            Some(addr) => Ok(Picked::addr(addr)),
+            None => {
+                let key = self.key.key(cx, &req);
+                let allowed = |a| self.filter.as_ref().is_none_or(|f| f(a));
+                // Instances this call already failed on come last: first without them, then,
+                // if nothing else is available, with them.
+                match self.balancer.pick(key, &|a| allowed(a) && !cx.failed_on(a)) {
+                    Err(BalanceError::NoAvailable(_)) => self.balancer.pick(key, &allowed),
+                    picked => picked,
+                }
+            }
+        };
+        async move {
+            let picked = picked?;
+            cx.set_target(Some(picked.addr));
+            let result = match self.hook.before(cx, &req) {
+                ControlFlow::Continue(token) => {
+                    let result = inner.call(cx, req).await;
+                    self.hook.after(token, cx, result)
+                }
+                ControlFlow::Break(result) => result,
+            };
+            drop(picked.guard);
+            if result.is_err() && pinned.is_none() {
+                cx.note_failure(picked.addr);
+            }
+            cx.set_target(pinned);
+            result
+        }
     }
 }
 
@@ -320,37 +361,7 @@ where
         cx: &mut Cx,
         req: Req,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        let pinned = cx.target();
-        let picked = match pinned {
-            Some(addr) => Ok(Picked::addr(addr)),
-            None => {
-                let key = self.key.key(cx, &req);
-                let allowed = |a| self.filter.as_ref().is_none_or(|f| f(a));
-                // Instances this call already failed on come last: first without them, then,
-                // if nothing else is available, with them.
-                match self.balancer.pick(key, &|a| allowed(a) && !cx.failed_on(a)) {
-                    Err(BalanceError::NoAvailable(_)) => self.balancer.pick(key, &allowed),
-                    picked => picked,
-                }
-            }
-        };
-        async move {
-            let picked = picked?;
-            cx.set_target(Some(picked.addr));
-            let result = match self.hook.before(cx, &req) {
-                ControlFlow::Continue(token) => {
-                    let result = self.inner.call(cx, req).await;
-                    self.hook.after(token, cx, result)
-                }
-                ControlFlow::Break(result) => result,
-            };
-            drop(picked.guard);
-            if result.is_err() && pinned.is_none() {
-                cx.note_failure(picked.addr);
-            }
-            cx.set_target(pinned);
-            result
-        }
+        self.layer.around(&self.inner, cx, req)
     }
 }
 

@@ -6,11 +6,10 @@
 //!   snapshot off the request path and adds the engine's per-core counters.
 //! - [`prometheus`]: the text exposition format (no I/O); crate `ringrpc-metrics-http`'s
 //!   `MetricsServer` serves it at `GET /metrics` from a plain thread.
-//! - [`trace`]: a `tracing` span per call ([`TraceLayer`]) and Kitex-style [`Tracer`] hooks
-//!   ([`TracerLayer`]).
-//! - [`stage`]: [`ObsLayer`], span and tracer as one stage (one future level instead of two;
-//!   what the server and client builders use). The builders run the metrics as a
-//!   [`MetricsHook`], one of the synchronous hooks of the stage just inside it.
+//! - [`trace`]: what tracing reads of a call ([`CallInfo`]) and Kitex-style [`Tracer`] hooks.
+//! - [`stage`]: [`ObsLayer`], the `tracing` span and the tracer hooks as one stage (what the
+//!   server and client pipelines use). The pipelines run the metrics as a [`MetricsHook`],
+//!   just inside it.
 //!
 //! Wiring, on a server (the client is the same with `MetricsConfig::subsystem("client")`):
 //!
@@ -21,7 +20,7 @@
 //! let _endpoint = MetricsServer::serve("0.0.0.0:9100".parse()?, registry.clone())?;
 //! // Each core, outermost first, so rejections and timeouts are counted too:
 //! let metrics = registry.core_metrics();            // Rc<CoreMetrics> of this core
-//! let svc = TraceLayer::new("server").layer(
+//! let svc = ObsLayer::new("server").span(true).layer(
 //!     MetricsLayer::new(metrics.clone())
 //!         .error_kind(|e: &HandlerError| e.kind())
 //!         .layer(pipeline));
@@ -39,6 +38,4 @@ pub use metrics::{
     MAX_METHODS, OTHER_METHOD,
 };
 pub use stage::{NoTracer, ObsLayer, Observed};
-pub use trace::{
-    CallInfo, CallOutcome, CallStatus, Trace, TraceLayer, Tracer, TracerLayer, TracerService,
-};
+pub use trace::{CallInfo, CallOutcome, CallStatus, Tracer};

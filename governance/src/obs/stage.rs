@@ -1,10 +1,7 @@
 //! Span and tracer hooks as one pipeline stage ([`ObsLayer`]).
 //!
-//! Stacking [`TraceLayer`](super::TraceLayer) and [`TracerLayer`](super::TracerLayer) nests two
-//! futures (more with optional wrappers) around every call; deep client pipelines then make the
-//! future of code awaiting a call exceed the compiler's default query depth. This stage does
-//! the same work in one future, in the same order (span outermost, then the tracer), with each
-//! part optional. Metrics are not part of it: they are a [`CallHook`](crate::CallHook)
+//! One future does both, span outermost, then the tracer, each part optional (a span and a
+//! tracer as two stages would nest two futures around every call). Metrics are not part of it: they are a [`CallHook`](crate::CallHook)
 //! ([`MetricsHook`](super::MetricsHook)) that shares a stage with the other synchronous hooks,
 //! just inside this one.
 
@@ -15,7 +12,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::trace::{CallInfo, CallOutcome, CallStatus, Tracer};
-use crate::{Layer, Maybe, Service};
+use crate::{Layer, Service};
 
 /// A tracer that does nothing: the type of [`ObsLayer`] without one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,28 +44,22 @@ impl ObsLayer {
 }
 
 impl<T> ObsLayer<T> {
-    /// Runs each call in an `rpc` span, as [`super::Trace`] does.
+    /// Runs each call inside an `info`-level `rpc` span with fields `side`, `method`, `peer`,
+    /// `seq_id` (recorded at the start, or at the end when only known then), and, at the end,
+    /// `status`, `error` and `elapsed_us`. The span is entered on every poll, so events logged
+    /// by inner stages and the handler nest in it.
     pub fn span(mut self, on: bool) -> Self {
         self.span = on;
         self
     }
 
-    /// Calls `tracer` around each call, as [`super::TracerService`] does.
+    /// Calls `tracer` around each call: `start` before, `finish` after, `cancelled` if the
+    /// call's future is dropped first.
     pub fn tracer<T2>(self, tracer: Option<T2>) -> ObsLayer<T2> {
         ObsLayer {
             side: self.side,
             span: self.span,
             tracer,
-        }
-    }
-
-    /// Wraps `inner` when there is something to do (a span or a tracer); otherwise leaves it
-    /// as it is, so a pipeline without tracing pays nothing for this stage.
-    pub fn layer_if_configured<S>(self, inner: S) -> Maybe<Observed<S, T>, S> {
-        if self.span || self.tracer.is_some() {
-            Maybe::On(self.layer(inner))
-        } else {
-            Maybe::Off(inner)
         }
     }
 }
@@ -106,22 +97,22 @@ impl<Cx, T: Tracer<Cx>> Drop for Guard<'_, Cx, T> {
     }
 }
 
-impl<Cx, Req, S, T> Service<Cx, Req> for Observed<S, T>
-where
-    Cx: CallInfo,
-    S: Service<Cx, Req>,
-    S::Error: Display,
-    T: Tracer<Cx>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-
-    fn call(
-        &self,
-        cx: &mut Cx,
+impl<T> ObsLayer<T> {
+    /// Runs `inner`'s call of `req` inside this stage's span and tracer hooks: what an
+    /// [`Observed`] service does, for a pipeline that holds its stages side by side.
+    pub fn around<'s, 'c, Cx, Req, S>(
+        &'s self,
+        inner: &'s S,
+        cx: &'c mut Cx,
         req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        let l = &self.layer;
+    ) -> impl Future<Output = Result<S::Response, S::Error>> + use<'s, 'c, Cx, Req, S, T>
+    where
+        Cx: CallInfo,
+        S: Service<Cx, Req>,
+        S::Error: Display,
+        T: Tracer<Cx>,
+    {
+        let l = self;
         let span = if l.span {
             let span = tracing::info_span!(
                 "rpc",
@@ -154,7 +145,7 @@ where
                 done: false,
                 _cx: std::marker::PhantomData,
             };
-            let r = self.inner.call(cx, req).await;
+            let r = inner.call(cx, req).await;
             guard.done = true;
             let elapsed = guard.start.elapsed();
             if let Some(t) = &l.tracer {
@@ -192,5 +183,24 @@ where
             r
         }
         .instrument(span)
+    }
+}
+
+impl<Cx, Req, S, T> Service<Cx, Req> for Observed<S, T>
+where
+    Cx: CallInfo,
+    S: Service<Cx, Req>,
+    S::Error: Display,
+    T: Tracer<Cx>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+
+    fn call(
+        &self,
+        cx: &mut Cx,
+        req: Req,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
+        self.layer.around(&self.inner, cx, req)
     }
 }

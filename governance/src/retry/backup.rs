@@ -82,13 +82,7 @@ impl<S, E, C> Layer<S> for BackupLayer<E, C> {
     type Service = Backup<S, E, C>;
 
     fn layer(self, inner: S) -> Self::Service {
-        Backup {
-            inner,
-            configs: self.configs,
-            clock: self.clock,
-            budget: self.budget,
-            _engine: PhantomData,
-        }
+        Backup { inner, layer: self }
     }
 }
 
@@ -102,18 +96,14 @@ impl<S, E, C> Layer<S> for BackupLayer<E, C> {
 /// backup is sent past the context's deadline or when the budget refuses it.
 pub struct Backup<S, E, C> {
     inner: S,
-    configs: PerMethod<BackupConfig>,
-    clock: C,
-    budget: Option<Rc<RetryBudget<C>>>,
-    _engine: PhantomData<fn() -> E>,
+    layer: BackupLayer<E, C>,
 }
 
 impl<S: std::fmt::Debug, E, C: std::fmt::Debug> std::fmt::Debug for Backup<S, E, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backup")
             .field("inner", &self.inner)
-            .field("configs", &self.configs)
-            .field("budget", &self.budget)
+            .field("layer", &self.layer)
             .finish()
     }
 }
@@ -126,26 +116,26 @@ enum Phase<T> {
     Fire,
 }
 
-impl<Cx, Req, S, E, C> Service<Cx, Req> for Backup<S, E, C>
-where
-    Cx: CallMethod + CallDeadline + Clone,
-    Req: Clone,
-    S: Service<Cx, Req>,
-    E: Engine,
-    C: Clock,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-
-    fn call(
-        &self,
-        cx: &mut Cx,
+impl<E, C> BackupLayer<E, C> {
+    /// Runs `inner`'s call of `req` with this layer's backup requests: what a [`Backup`]
+    /// service does, for a pipeline that holds its stages side by side.
+    pub fn around<'s, 'c, Cx, Req, S>(
+        &'s self,
+        inner: &'s S,
+        cx: &'c mut Cx,
         req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
+    ) -> impl Future<Output = Result<S::Response, S::Error>> + use<'s, 'c, Cx, Req, S, E, C>
+    where
+        Cx: CallMethod + CallDeadline + Clone,
+        Req: Clone,
+        S: Service<Cx, Req>,
+        E: Engine,
+        C: Clock,
+    {
         let config = self.configs.get(cx.method()).copied();
         async move {
             let Some(config) = config else {
-                return self.inner.call(cx, req).await;
+                return inner.call(cx, req).await;
             };
             if let Some(b) = &self.budget {
                 b.deposit();
@@ -156,7 +146,7 @@ where
             let (backup_won, result) = {
                 // Boxed: both attempts are alive at once, and inline they would double the size of
                 // this future for every call, backed up or not.
-                let mut first = Box::pin(self.inner.call(cx, req));
+                let mut first = Box::pin(inner.call(cx, req));
                 let mut timer = pin!(E::sleep(config.delay));
                 let phase = poll_fn(|task| {
                     if let Poll::Ready(r) = first.as_mut().poll(task) {
@@ -172,7 +162,7 @@ where
                         if late || self.budget.as_ref().is_some_and(|b| !b.withdraw()) {
                             (false, first.await)
                         } else {
-                            let mut second = Box::pin(self.inner.call(&mut backup_cx, backup_req));
+                            let mut second = Box::pin(inner.call(&mut backup_cx, backup_req));
                             let mut first_err = None;
                             let mut second_err = None;
                             poll_fn(|task| {
@@ -210,6 +200,26 @@ where
             }
             result
         }
+    }
+}
+
+impl<Cx, Req, S, E, C> Service<Cx, Req> for Backup<S, E, C>
+where
+    Cx: CallMethod + CallDeadline + Clone,
+    Req: Clone,
+    S: Service<Cx, Req>,
+    E: Engine,
+    C: Clock,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+
+    fn call(
+        &self,
+        cx: &mut Cx,
+        req: Req,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
+        self.layer.around(&self.inner, cx, req)
     }
 }
 

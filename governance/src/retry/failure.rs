@@ -21,7 +21,7 @@ pub struct RetryLayer<E, P, C = SystemClock> {
     policy: P,
     clock: C,
     budget: Option<Rc<RetryBudget<C>>>,
-    rng: Option<FastRng>,
+    rng: FastRng,
     _engine: PhantomData<fn() -> E>,
 }
 
@@ -46,7 +46,7 @@ impl<E, P> RetryLayer<E, P> {
             policy,
             clock: SystemClock,
             budget: None,
-            rng: None,
+            rng: FastRng::from_entropy(),
             _engine: PhantomData,
         }
     }
@@ -74,7 +74,7 @@ impl<E, P, C> RetryLayer<E, P, C> {
 
     /// Draws backoff jitter from `rng` (seed it for reproducible tests). Default: from entropy.
     pub fn rng(mut self, rng: FastRng) -> Self {
-        self.rng = Some(rng);
+        self.rng = rng;
         self
     }
 }
@@ -83,27 +83,14 @@ impl<S, E, P, C> Layer<S> for RetryLayer<E, P, C> {
     type Service = Retry<S, E, P, C>;
 
     fn layer(self, inner: S) -> Self::Service {
-        Retry {
-            inner,
-            configs: self.configs,
-            policy: self.policy,
-            clock: self.clock,
-            budget: self.budget,
-            rng: self.rng.unwrap_or_else(FastRng::from_entropy),
-            _engine: PhantomData,
-        }
+        Retry { inner, layer: self }
     }
 }
 
 /// A service that retries failed calls; see [`RetryLayer`] and the [module docs](super).
 pub struct Retry<S, E, P, C> {
     inner: S,
-    configs: PerMethod<RetryConfig>,
-    policy: P,
-    clock: C,
-    budget: Option<Rc<RetryBudget<C>>>,
-    rng: FastRng,
-    _engine: PhantomData<fn() -> E>,
+    layer: RetryLayer<E, P, C>,
 }
 
 impl<S: std::fmt::Debug, E, P: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug
@@ -112,14 +99,12 @@ impl<S: std::fmt::Debug, E, P: std::fmt::Debug, C: std::fmt::Debug> std::fmt::De
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
-            .field("configs", &self.configs)
-            .field("policy", &self.policy)
-            .field("budget", &self.budget)
+            .field("layer", &self.layer)
             .finish()
     }
 }
 
-impl<S, E, P, C> Retry<S, E, P, C> {
+impl<E, P, C> RetryLayer<E, P, C> {
     /// One attempt: bounded by `timeout` (and by the call's deadline `overall`) if set, with
     /// the context carrying the attempt's deadline while it runs.
     ///
@@ -128,8 +113,9 @@ impl<S, E, P, C> Retry<S, E, P, C> {
     /// here, and an instance a balancer picked for it is noted as failed, so the next attempt
     /// goes elsewhere when it can (what [`Balance`](crate::balance::Balance) does for an
     /// attempt that ends).
-    async fn attempt<Cx, Req>(
+    async fn attempt<Cx, Req, S>(
         &self,
+        inner: &S,
         cx: &mut Cx,
         req: Req,
         timeout: Option<Duration>,
@@ -144,12 +130,12 @@ impl<S, E, P, C> Retry<S, E, P, C> {
         C: Clock,
     {
         let Some(timeout) = timeout else {
-            return self.inner.call(cx, req).await;
+            return inner.call(cx, req).await;
         };
         let began = self.clock.now();
         let deadline = deadline_within(began, timeout, overall);
         cx.set_deadline(Some(deadline));
-        let result = timeout_at::<E, _>(deadline, self.inner.call(cx, req)).await;
+        let result = timeout_at::<E, _>(deadline, inner.call(cx, req)).await;
         cx.set_deadline(overall);
         result.unwrap_or_else(|_| {
             if let (None, Some(picked)) = (pinned, cx.target()) {
@@ -159,31 +145,29 @@ impl<S, E, P, C> Retry<S, E, P, C> {
             Err(TimeoutError::between(began, deadline).into())
         })
     }
-}
 
-impl<Cx, Req, S, E, P, C> Service<Cx, Req> for Retry<S, E, P, C>
-where
-    Cx: CallMethod + CallDeadline + CallTarget,
-    Req: Clone,
-    S: Service<Cx, Req>,
-    S::Error: From<TimeoutError>,
-    E: Engine,
-    P: RetryPolicy<S::Error>,
-    C: Clock,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-
-    fn call(
-        &self,
-        cx: &mut Cx,
+    /// Runs `inner`'s call of `req` with this layer's retries: what a [`Retry`] service does,
+    /// for a pipeline that holds its stages side by side.
+    pub fn around<'s, 'c, Cx, Req, S>(
+        &'s self,
+        inner: &'s S,
+        cx: &'c mut Cx,
         req: Req,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
+    ) -> impl Future<Output = Result<S::Response, S::Error>> + use<'s, 'c, Cx, Req, S, E, P, C>
+    where
+        Cx: CallMethod + CallDeadline + CallTarget,
+        Req: Clone,
+        S: Service<Cx, Req>,
+        S::Error: From<TimeoutError>,
+        E: Engine,
+        P: RetryPolicy<S::Error>,
+        C: Clock,
+    {
         let config = self.configs.get(cx.method()).copied();
         async move {
             let Some(config) = config.filter(|c| c.max_attempts > 1 || c.attempt_timeout.is_some())
             else {
-                return self.inner.call(cx, req).await;
+                return inner.call(cx, req).await;
             };
             let retries = config.max_attempts > 1;
             if retries {
@@ -197,7 +181,14 @@ where
             let mut attempt = 1;
             loop {
                 let result = self
-                    .attempt(cx, req.clone(), config.attempt_timeout, overall, pinned)
+                    .attempt(
+                        inner,
+                        cx,
+                        req.clone(),
+                        config.attempt_timeout,
+                        overall,
+                        pinned,
+                    )
                     .await;
                 let error = match result {
                     Ok(r) => return Ok(r),
@@ -221,6 +212,28 @@ where
                 attempt += 1;
             }
         }
+    }
+}
+
+impl<Cx, Req, S, E, P, C> Service<Cx, Req> for Retry<S, E, P, C>
+where
+    Cx: CallMethod + CallDeadline + CallTarget,
+    Req: Clone,
+    S: Service<Cx, Req>,
+    S::Error: From<TimeoutError>,
+    E: Engine,
+    P: RetryPolicy<S::Error>,
+    C: Clock,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+
+    fn call(
+        &self,
+        cx: &mut Cx,
+        req: Req,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
+        self.layer.around(&self.inner, cx, req)
     }
 }
 

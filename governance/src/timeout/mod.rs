@@ -71,15 +71,47 @@ impl<E> TimeoutLayer<E> {
     }
 }
 
+impl<E: Engine> TimeoutLayer<E> {
+    /// Runs `inner`'s call of `req` under this layer's deadline: the earlier of the context's
+    /// and `now + timeout`, written back into the context; at the deadline the call is dropped
+    /// and fails with [`TimeoutError`]. What a [`Timeout`] service does, for a pipeline that
+    /// holds its stages side by side.
+    pub fn around<'s, 'c, Cx, Req, S>(
+        &'s self,
+        inner: &'s S,
+        cx: &'c mut Cx,
+        req: Req,
+    ) -> impl Future<Output = Result<S::Response, S::Error>> + use<'s, 'c, Cx, Req, S, E>
+    where
+        Cx: CallDeadline,
+        S: Service<Cx, Req>,
+        S::Error: From<TimeoutError>,
+    {
+        // The turn's clock: a deadline at most one loop turn early, without a clock read per call.
+        let start = ringrpc_engine::turn_now();
+        let deadline = match self.config.timeout {
+            Some(limit) => Some(deadline_within(start, limit, cx.deadline())),
+            None => cx.deadline(),
+        };
+        cx.set_deadline(deadline);
+        let fut = inner.call(cx, req);
+        async move {
+            let Some(deadline) = deadline else {
+                return fut.await;
+            };
+            match timeout_at::<E, _>(deadline, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(TimeoutError::between(start, deadline).into()),
+            }
+        }
+    }
+}
+
 impl<E, S> Layer<S> for TimeoutLayer<E> {
     type Service = Timeout<S, E>;
 
     fn layer(self, inner: S) -> Timeout<S, E> {
-        Timeout {
-            inner,
-            config: self.config,
-            _engine: PhantomData,
-        }
+        Timeout { inner, layer: self }
     }
 }
 
@@ -87,8 +119,7 @@ impl<E, S> Layer<S> for TimeoutLayer<E> {
 #[derive(Debug)]
 pub struct Timeout<S, E> {
     inner: S,
-    config: TimeoutConfig,
-    _engine: PhantomData<E>,
+    layer: TimeoutLayer<E>,
 }
 
 impl<Cx, Req, S, E> Service<Cx, Req> for Timeout<S, E>
@@ -106,22 +137,6 @@ where
         cx: &mut Cx,
         req: Req,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
-        // The turn's clock: a deadline at most one loop turn early, without a clock read per call.
-        let start = ringrpc_engine::turn_now();
-        let deadline = match self.config.timeout {
-            Some(limit) => Some(deadline_within(start, limit, cx.deadline())),
-            None => cx.deadline(),
-        };
-        cx.set_deadline(deadline);
-        let fut = self.inner.call(cx, req);
-        async move {
-            let Some(deadline) = deadline else {
-                return fut.await;
-            };
-            match timeout_at::<E, _>(deadline, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(TimeoutError::between(start, deadline).into()),
-            }
-        }
+        self.layer.around(&self.inner, cx, req)
     }
 }
