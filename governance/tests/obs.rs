@@ -394,6 +394,22 @@ fn registry_merges_every_core_and_reports_engine_counters() {
         Some(3.0)
     );
     assert_eq!(p.types["ringrpc_engine_accepted_total"], "counter");
+    // The engine's failure counters are exported too (zero here: nothing panicked or failed).
+    for name in [
+        "tasks_panicked",
+        "accept_dropped",
+        "enter_errors",
+        "leaked_at_exit",
+    ] {
+        assert_eq!(
+            p.value(
+                &format!("ringrpc_engine_{name}_total"),
+                &[("engine", Baseline::NAME), ("core", "1")]
+            ),
+            Some(0.0),
+            "{name}"
+        );
+    }
     assert!(p
         .value(
             "ringrpc_engine_accepted_total",

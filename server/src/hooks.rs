@@ -45,7 +45,7 @@ impl std::fmt::Debug for TracerHook {
 /// How a server announces itself to a service registry (see [`crate::ServerBuilder::register`]).
 #[derive(Clone)]
 pub struct RegisterConfig {
-    /// The registry (e.g. `discovery::etcd::EtcdRegistry`).
+    /// The registry (e.g. `ringrpc_discovery_etcd::EtcdRegistry`).
     pub registry: Arc<dyn Registry>,
     /// The service name registered (one path segment: no `/`).
     pub service: String,

@@ -624,7 +624,7 @@ impl MetricsRegistry {
             return Vec::new();
         }
         type Field = fn(&ringrpc_engine::CounterSnapshot) -> u64;
-        let fields: [(&str, &str, Field); 8] = [
+        let fields: [(&str, &str, Field); 15] = [
             ("submissions", "I/O operations submitted.", |c| {
                 c.submissions
             }),
@@ -642,9 +642,42 @@ impl MetricsRegistry {
                 "Receives copied out of the buffer ring because it ran low.",
                 |c| c.buf_copies,
             ),
+            (
+                "small_copies",
+                "Small receives copied out at once so they hold no ring buffer.",
+                |c| c.small_copies,
+            ),
+            (
+                "reader_cap_copies",
+                "Receives copied out because their connection held its share of the ring.",
+                |c| c.reader_cap_copies,
+            ),
             ("received_bytes", "Bytes received.", |c| c.bytes_received),
             ("sent_bytes", "Bytes sent.", |c| c.bytes_sent),
             ("accepted", "Connections accepted.", |c| c.accepted),
+            (
+                "accept_dropped",
+                "Accepted connections dropped because their setup failed.",
+                |c| c.accept_dropped,
+            ),
+            (
+                "tasks_panicked",
+                "Tasks that panicked and were dropped.",
+                |c| c.tasks_panicked,
+            ),
+            (
+                "busy_poll_spins",
+                "Polls of the ring before sleeping.",
+                |c| c.busy_poll_spins,
+            ),
+            ("enter_errors", "Failed calls into the kernel.", |c| {
+                c.enter_errors
+            }),
+            (
+                "leaked_at_exit",
+                "Operations still in flight when a core gave up waiting at exit.",
+                |c| c.leaked_at_exit,
+            ),
         ];
         let ns = &self.inner.config.namespace;
         fields
